@@ -1,0 +1,3 @@
+from dmarclens.cli import main
+
+main()

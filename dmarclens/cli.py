@@ -1,0 +1,379 @@
+"""The `dmarclens` command line: parse arguments, call one library function,
+format the result. No business logic lives here.
+
+Exit codes (every command): 0 = success (every input stored or a duplicate);
+3 = finished, but some inputs were rejected (reasons printed and recorded in
+ingest_items); 1 = could not run (bad DB path, DB locked after retries, server
+unreachable ...); 2 = usage error.
+
+Commands are loaded lazily so `dmarclens ingest` from cron does not pay for
+importing the dashboard or detector stacks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dmarclens import __version__
+from dmarclens.errors import DmarcLensError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED = 0, 1, 2, 3
+
+# name -> "module:attribute" of a click command, imported on first use.
+LAZY_COMMANDS: dict[str, str] = {
+    "fetch": "dmarclens.commands.fetch:fetch",
+    "enrich": "dmarclens.commands.enrich:enrich",
+    "posture": "dmarclens.commands.enrich:posture",
+    "detect": "dmarclens.commands.detect:detect",
+    "ack": "dmarclens.commands.detect:ack",
+    "alert": "dmarclens.commands.detect:alert",
+    "export": "dmarclens.commands.export:export",
+    "generate": "dmarclens.commands.generate:generate",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names.update(n for n in LAZY_COMMANDS if self._load(n) is not None)
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        return cmd if cmd is not None else self._load(cmd_name)
+
+    @staticmethod
+    def _load(name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(name)
+        if not target:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and module_name.startswith(e.name):
+                return None  # command not built yet in this version
+            raise
+        return getattr(module, attr, None)
+
+
+class _StderrFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"dmarclens: {record.getMessage()}"
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_StderrFormatter())
+    root = logging.getLogger("dmarclens")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    # parsedmarc logs every recoverable oddity as a warning; keep it for -vv.
+    logging.getLogger("parsedmarc").setLevel(logging.DEBUG if verbose > 1 else logging.ERROR)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> None:
+    click.echo(f"dmarclens: error: {message}", err=True)
+    sys.exit(code)
+
+
+class Progress:
+    """A one-line counter on a terminal; silent when stderr is not a TTY."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, item: Any) -> None:
+        self.counts[item.outcome] = self.counts.get(item.outcome, 0) + 1
+        if self.enabled:
+            text = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items()))
+            sys.stderr.write(f"\r\x1b[2Kingesting: {sum(self.counts.values())} items ({text})")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.counts:
+            sys.stderr.write("\n")
+
+
+def resolve_db(db: str | None, config: str | None = None) -> Path:
+    from dmarclens.config import load_settings
+
+    return load_settings(config=config, db=db).db
+
+
+def run_guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a library function, turning expected errors into one line + exit code."""
+    try:
+        return fn(*args, **kwargs)
+    except DmarcLensError as e:
+        fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+db_option = click.option(
+    "--db", "db", type=click.Path(dir_okay=False), default=None,
+    help="DuckDB file (default: $DMARCLENS_DB or ./dmarclens.duckdb).",
+)
+config_option = click.option(
+    "--config", "config", type=click.Path(dir_okay=False), default=None,
+    help="TOML config file (default: $DMARCLENS_CONFIG or ./dmarclens.toml).",
+)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="dmarclens")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+def cli(verbose: int, quiet: bool) -> None:
+    """dmarclens: DMARC aggregate-report analyzer.
+
+    Who sends as my domain, is it authorized, what changed, and is something
+    abusing my own authorized pipeline?
+
+    \b
+    Exit codes: 0 ok; 3 finished but some inputs were rejected;
+                1 could not run; 2 usage error.
+
+    \b
+    Example:
+      dmarclens demo
+      dmarclens ingest ~/dmarc-reports/ --db reports.duckdb
+    """
+    setup_logging(verbose, quiet)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@db_option
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: bool) -> None:
+    """Ingest report files and folders into the database.
+
+    PATHS may be .xml, .xml.gz/.gz, .zip report files, saved report mail
+    (.eml: attached, inline, whole-body gzip or forwarded), mbox files, Maildir
+    folders, or folders of any of these (searched recursively).
+
+    Each rejected input gets one line on stderr naming it and the reason; the
+    run goes on, the file is left untouched and the reason is recorded in the
+    ingest_items table. Exit 0 when every input was stored or was a duplicate,
+    3 when some were rejected, 1 when the run could not happen at all.
+
+    \b
+    Example:
+      dmarclens ingest ~/dmarc-reports/ --db reports.duckdb
+      dmarclens ingest report.xml.gz inbox.mbox --json
+    """
+    from dmarclens.config import load_settings
+    from dmarclens.pipeline import ingest_paths
+
+    settings = run_guarded(load_settings, config=config, db=db)
+    progress = Progress(enabled=not as_json)
+    summary = run_guarded(
+        ingest_paths, paths, settings.db, lock_timeout=settings.lock_timeout, progress=progress
+    )
+    progress.done()
+    if as_json:
+        click.echo(json.dumps(summary.to_json(), indent=2))
+    else:
+        click.echo(
+            f"{summary.stored} stored, {summary.duplicates} duplicates, {summary.rejected} rejected, "
+            f"{summary.ignored} other report kinds; {summary.records} records, {summary.messages} messages "
+            f"in {summary.seconds:.1f}s → {settings.db}",
+            err=True,
+        )
+    sys.exit(summary.exit_code)
+
+
+@cli.command()
+@click.argument("sql", required=False)
+@db_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def query(sql: str | None, db: str | None, fmt: str) -> None:
+    """Run SQL against the database (opened read-only).
+
+    The stable views are v_records (one row per record with report and source
+    details) and v_daily (per domain and day); see docs/schema.md.
+
+    \b
+    Example:
+      dmarclens query "SELECT domain, sum(count) FROM v_records GROUP BY 1" --format csv
+    """
+    import duckdb
+
+    from dmarclens.output import render
+    from dmarclens.store.db import connect
+
+    if not sql:
+        raise click.UsageError("give a SQL statement, e.g. dmarclens query \"SELECT * FROM v_daily LIMIT 5\"")
+    path = resolve_db(db)
+    con = run_guarded(connect, path, read_only=True)
+    try:
+        cur = con.execute(sql)
+        columns = [d[0] for d in cur.description or []]
+        rows = cur.fetchall() if columns else []
+    except duckdb.Error as e:
+        fail(f"query failed: {' '.join(str(e).split())}")
+    finally:
+        con.close()
+    click.echo(render(fmt, columns, rows))
+
+
+def _dashboard_app() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("dashboards").joinpath("app.py")))
+
+
+def _is_loopback(host: str) -> bool:
+    return host in {"127.0.0.1", "localhost", "::1"} or host.startswith("127.")
+
+
+def launch_dashboard(db: Path, host: str, port: int, *, open_browser: bool = False) -> int:
+    """Run Streamlit in the foreground; returns its exit code."""
+    import subprocess
+
+    app = _dashboard_app()
+    if not app.is_file():
+        fail(f"dashboard app not found at {app}; is the package installed completely?")
+    if not _is_loopback(host) and not os.environ.get("DMARCLENS_DASHBOARD_PASSWORD_HASH"):
+        click.echo(
+            f"dmarclens: warning: the dashboard will listen on {host}, reachable from other machines, "
+            "with no password set (set dashboard.password_hash in the config).",
+            err=True,
+        )
+    env = dict(os.environ)
+    env["DMARCLENS_DB"] = str(db.resolve())
+    env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.address", host, "--server.port", str(port),
+        "--server.headless", "false" if open_browser else "true",
+        "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+        "--theme.base", "light",
+    ]
+    click.echo(f"dmarclens: dashboard on http://{host}:{port}  (database {db}; Ctrl+C to stop)", err=True)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+@cli.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; loopback by default.")
+@click.option("--port", default=8501, show_default=True, type=int)
+@click.option("--open/--no-open", "open_browser", default=False, help="Open a browser tab.")
+def dashboard(db: str | None, host: str, port: int, open_browser: bool) -> None:
+    """Open the Streamlit dashboard on the database.
+
+    Binds 127.0.0.1 unless --host says otherwise; binding to another address
+    without a configured password prints a warning. Usage telemetry is off.
+
+    \b
+    Example:
+      dmarclens dashboard --db reports.duckdb
+    """
+    path = resolve_db(db)
+    if not path.exists():
+        fail(f"database {path}: not found (run `dmarclens ingest PATH --db {path}` or `dmarclens demo` first)")
+    sys.exit(launch_dashboard(path, host, port, open_browser=open_browser))
+
+
+@cli.command()
+@db_option
+@click.option("--samples", type=click.Path(file_okay=False), default=None,
+              help="Folder of reports to load (default: ./sample_reports, else freshly generated samples).")
+@click.option("--dashboard/--no-dashboard", "with_dashboard", default=True, help="Open the dashboard afterwards.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8501, show_default=True, type=int)
+def demo(db: str | None, samples: str | None, with_dashboard: bool, host: str, port: int) -> None:
+    """Ingest the sample reports into a local DuckDB file and open the dashboard.
+
+    The samples are made by dmarclens' own generator: 60 days, 3 domains,
+    realistic receivers and senders, and a few stories worth finding (one is a
+    burst of mail that passes DMARC through the domain's own provider).
+
+    \b
+    Example:
+      dmarclens demo
+      dmarclens demo --db /tmp/demo.duckdb --no-dashboard
+    """
+    from dmarclens.pipeline import ingest_paths
+
+    path = resolve_db(db)
+    folder = Path(samples) if samples else Path("sample_reports")
+    if not folder.is_dir():
+        import tempfile
+
+        from dmarclens.generator import write_samples
+
+        folder = Path(tempfile.mkdtemp(prefix="dmarclens-samples-"))
+        click.echo(f"dmarclens: no ./sample_reports here; generating samples into {folder}", err=True)
+        write_samples(folder)
+    progress = Progress(enabled=True)
+    summary = run_guarded(ingest_paths, [folder], path, command="demo", progress=progress)
+    progress.done()
+    click.echo(
+        f"dmarclens: {summary.stored} reports stored ({summary.duplicates} already there), "
+        f"{summary.records} records, {summary.messages} messages → {path}",
+        err=True,
+    )
+    _post_ingest_hooks(path)
+    if with_dashboard:
+        sys.exit(launch_dashboard(path, host, port))
+    sys.exit(summary.exit_code)
+
+
+def _post_ingest_hooks(path: Path) -> None:
+    """Run detection after the demo ingest when the detector is available."""
+    try:
+        from dmarclens.detect.run import detect_and_store  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    try:
+        detect_and_store(path)
+    except DmarcLensError as e:
+        click.echo(f"dmarclens: warning: detection skipped: {e}", err=True)
+
+
+@cli.command("schema-docs")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="docs/schema.md", show_default=True)
+@click.option("--check", is_flag=True, help="Exit 1 if the file differs from the live schema instead of writing it.")
+def schema_docs(output: str, check: bool) -> None:
+    """Write docs/schema.md from a freshly migrated database's own comments.
+
+    \b
+    Example:
+      dmarclens schema-docs --check
+    """
+    from dmarclens.store.docs import render_schema_markdown
+
+    text = run_guarded(render_schema_markdown)
+    out = Path(output)
+    if check:
+        current = out.read_text(encoding="utf-8") if out.exists() else ""
+        if current != text:
+            fail(f"{out} is stale; run `dmarclens schema-docs` to regenerate it")
+        click.echo(f"{out} is up to date", err=True)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}", err=True)
+
+
+def main() -> None:
+    cli(prog_name="dmarclens")

@@ -1,0 +1,198 @@
+"""Ingest orchestration: RawItems → parse → store, in committed batches.
+
+Parsing happens with no database connection open; each batch is then written
+in one short transaction (reports, records, IP facts, the ingest_items ledger)
+and the connection is closed again, so a dashboard or an analyst waiting on
+the file is never blocked for longer than one batch write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from dmarclens.enrich.offline import shared_enricher
+from dmarclens.errors import ReportParseError
+from dmarclens.models import ItemResult, ParsedItem, RawItem, RunSummary
+from dmarclens.parse import parse_payload
+from dmarclens.store import db as dbmod
+from dmarclens.store import write
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[ItemResult], None]
+
+
+@dataclass
+class Parsed:
+    """A RawItem after parsing: either a ParsedItem or the reason it failed."""
+
+    raw: RawItem
+    item: ParsedItem | None = None
+    error: str | None = None
+
+
+def parse_raw(raw: RawItem) -> Parsed:
+    """Pure: bytes in, parsed report or reason out. Safe to run in a worker process."""
+    if raw.problem:
+        return Parsed(raw, error=raw.problem)
+    if raw.kind_hint == "failure":
+        return Parsed(raw, item=ParsedItem(kind="failure", summary="DMARC failure (RUF) report"))
+    try:
+        return Parsed(raw, item=parse_payload(raw.data, fallback_org=raw.mail_from_domain))
+    except ReportParseError as e:
+        return Parsed(raw, error=str(e))
+    except RecursionError:
+        return Parsed(raw, error="XML nests too deeply")
+    except MemoryError:
+        return Parsed(raw, error="report too large to parse in memory")
+
+
+def _base_result(raw: RawItem) -> ItemResult:
+    return ItemResult(
+        origin=raw.origin, origin_kind=raw.origin_kind, outcome="rejected", member=raw.member,
+        sha256=raw.sha256 if raw.data else None, size_bytes=len(raw.data) if raw.data else None,
+        mailbox=raw.mailbox, uidvalidity=raw.uidvalidity, uid=raw.uid, message_id=raw.message_id,
+    )
+
+
+@dataclass
+class Ingestor:
+    """Stores parsed items into one DuckDB file; one instance per run."""
+
+    db_path: Path
+    command: str = "ingest"
+    source_kind: str = "files"
+    lock_timeout: float = 30.0
+    batch_items: int = 500
+    batch_records: int = 200_000
+    progress: ProgressFn | None = None
+    summary: RunSummary = field(default_factory=lambda: RunSummary(run_id=uuid.uuid4().hex[:16]))
+    _pending: list[Parsed] = field(default_factory=list)
+    _pending_records: int = 0
+    _run_written: bool = False
+    _started: float = field(default_factory=time.monotonic)
+
+    @property
+    def run_id(self) -> str:
+        return self.summary.run_id
+
+    def run(self, raws: Iterable[RawItem]) -> RunSummary:
+        """Parse and store everything; the caller gets one summary."""
+        for raw in raws:
+            self.add(parse_raw(raw))
+        return self.finish()
+
+    def add(self, parsed: Parsed) -> None:
+        self._pending.append(parsed)
+        if parsed.item and parsed.item.report:
+            self._pending_records += len(parsed.item.report.records)
+        if len(self._pending) >= self.batch_items or self._pending_records >= self.batch_records:
+            self.flush()
+
+    def flush(self, *, finished: bool = False) -> list[ItemResult]:
+        """Write pending items in one transaction; return their results."""
+        pending, self._pending, self._pending_records = self._pending, [], 0
+        if not pending and not finished:
+            return []
+        results: list[ItemResult] = []
+        with dbmod.open_db(self.db_path, lock_timeout=self.lock_timeout) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if not self._run_written:
+                    write.start_run(con, self.run_id, self.command, self.source_kind)
+                results = self._write(con, pending)
+                for r in results:
+                    self.summary.add(r)
+                self.summary.seconds = time.monotonic() - self._started
+                write.update_run(con, self.summary, finished=finished)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                # The items were not stored; forget their counts so a retry is exact.
+                for r in results:
+                    self.summary.items.remove(r)
+                self.summary = _recount(self.summary)
+                raise
+        self._run_written = True
+        if self.progress:
+            for r in results:
+                self.progress(r)
+        return results
+
+    def finish(self) -> RunSummary:
+        self.flush(finished=True)
+        return self.summary
+
+    def _write(self, con: duckdb.DuckDBPyConnection, pending: list[Parsed]) -> list[ItemResult]:
+        keys = [p.item.report.key for p in pending if p.item and p.item.report]
+        stored = write.existing_keys(con, keys)
+        results: list[ItemResult] = []
+        ips: set[str] = set()
+        for p in pending:
+            res = _base_result(p.raw)
+            if p.error is not None:
+                res.reason = p.error
+                log.warning("%s: %s", _label(p.raw), p.error)
+            elif p.item is not None and p.item.report is None:
+                res.outcome, res.kind = "ignored", p.item.kind
+                res.reason = f"{p.item.summary or p.item.kind}: recorded, not aggregate data"
+            elif p.item is not None and p.item.report is not None:
+                report = p.item.report
+                raw_xml = p.item.raw_xml or b""
+                res.kind, res.report_key, res.domain = "aggregate", report.key, report.domain
+                sha = hashlib.sha256(raw_xml).hexdigest()
+                if report.key in stored:
+                    res.outcome = "duplicate"
+                    same = stored[report.key] == sha
+                    res.reason = (
+                        "same report already stored" if same else
+                        "same report (reporter, id, domain, interval) already stored with different "
+                        "content; kept the first copy"
+                    )
+                else:
+                    write.insert_report(con, report, raw_xml=raw_xml, origin=p.raw.origin,
+                                        member=p.raw.member, run_id=self.run_id)
+                    stored[report.key] = sha
+                    res.outcome = "stored"
+                    res.records = len(report.records)
+                    res.messages = report.records.messages
+                    ips.update(report.records.source_ip)
+            results.append(res)
+        if ips:
+            write.upsert_ip_facts(con, ips, shared_enricher())
+        write.insert_items(con, self.run_id, results)
+        return results
+
+
+def _recount(summary: RunSummary) -> RunSummary:
+    fresh = RunSummary(run_id=summary.run_id, seconds=summary.seconds)
+    for item in summary.items:
+        fresh.add(item)
+    return fresh
+
+
+def _label(raw: RawItem) -> str:
+    return f"{raw.origin} [{raw.member}]" if raw.member else raw.origin
+
+
+def ingest_paths(
+    paths: Iterable[str | Path],
+    db_path: Path,
+    *,
+    command: str = "ingest",
+    lock_timeout: float = 30.0,
+    progress: ProgressFn | None = None,
+) -> RunSummary:
+    """Library entry point behind ``dmarclens ingest``."""
+    from dmarclens.sources.files import iter_paths
+
+    ingestor = Ingestor(db_path=Path(db_path), command=command, lock_timeout=lock_timeout, progress=progress)
+    return ingestor.run(iter_paths([str(p) for p in paths]))

@@ -1,0 +1,195 @@
+"""Files and folders → RawItems, one per report payload.
+
+Accepts what people actually have lying around: loose .xml/.gz/.zip reports,
+saved report mail (.eml), mbox files, Maildir folders, and folders of any mix
+of those (recursively). An unreadable input becomes a RawItem with ``problem``
+set, so the pipeline records it and moves on: nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import mailbox
+import os
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from dmarclens.errors import ReportParseError
+from dmarclens.models import RawItem
+from dmarclens.parse import MAX_REPORT_BYTES, read_zip_member
+from dmarclens.sources.mime import iter_report_parts, mail_info, parse_message
+
+log = logging.getLogger(__name__)
+
+MAX_ZIP_MEMBERS = 50
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_ZIP_MAGIC = b"PK\x03\x04"
+_HEADER_RE = re.compile(rb"^[A-Za-z][A-Za-z0-9-]{0,60}:[ \t]")
+_SKIP_NAMES = re.compile(r"^(readme|license|changelog)(\.[a-z]+)?$", re.I)
+
+
+def is_maildir(path: Path) -> bool:
+    return path.is_dir() and (path / "cur").is_dir() and (path / "new").is_dir()
+
+
+def looks_like_mail(data: bytes) -> bool:
+    """Mail starts with header lines; reports start with '<', '{' or a magic number."""
+    head = data[:2048].lstrip(b"\r\n")
+    return bool(_HEADER_RE.match(head)) and b"\n\n" in data[:65536].replace(b"\r\n", b"\n")
+
+
+def iter_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[RawItem]:
+    """Every report payload under the given files and folders, in a stable order."""
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            yield RawItem(data=b"", origin=str(path), problem="no such file or folder")
+        elif is_maildir(path):
+            yield from iter_maildir(path)
+        elif path.is_dir():
+            yield from _iter_dir(path)
+        else:
+            yield from iter_file(path)
+
+
+def _iter_dir(root: Path) -> Iterator[RawItem]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        for d in list(dirnames):
+            if is_maildir(here / d):
+                dirnames.remove(d)
+                yield from iter_maildir(here / d)
+        for name in sorted(filenames):
+            if name.startswith(".") or _SKIP_NAMES.match(name):
+                log.debug("skipping %s", here / name)
+                continue
+            yield from iter_file(here / name)
+
+
+def iter_file(path: Path) -> Iterator[RawItem]:
+    origin = str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_REPORT_BYTES:
+            yield RawItem(data=b"", origin=origin, problem=f"file is {size} bytes, over the {MAX_REPORT_BYTES} byte limit")
+            return
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except OSError as e:
+        yield RawItem(data=b"", origin=origin, problem=f"cannot read: {e.strerror}")
+        return
+    if head.startswith(b"From "):
+        yield from iter_mbox(path)
+        return
+    data = path.read_bytes()
+    if data.startswith(_OLE_MAGIC):
+        yield RawItem(data=data, origin=origin, name=path.name,
+                      problem="Outlook .msg file: not supported, save the mail as .eml instead")
+    elif data.startswith(_ZIP_MAGIC):
+        yield from iter_zip(data, origin=origin, name=path.name)
+    elif path.suffix.lower() == ".eml" or looks_like_mail(data):
+        yield from items_from_mail(data, origin=origin, origin_kind="eml")
+    else:
+        yield RawItem(data=data, origin=origin, name=path.name)
+
+
+def iter_zip(data: bytes, *, origin: str, name: str | None, origin_kind: str = "file") -> Iterator[RawItem]:
+    """A zip archive may hold one report (the usual case) or a folder's worth."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as e:
+        yield RawItem(data=data, origin=origin, name=name, problem=f"corrupt zip archive: {e}")
+        return
+    with zf:
+        members = [i for i in zf.infolist() if not i.is_dir()]
+        if not members:
+            yield RawItem(data=data, origin=origin, name=name, problem="zip archive is empty")
+            return
+        if len(members) > MAX_ZIP_MEMBERS:
+            yield RawItem(data=b"", origin=origin, name=name,
+                          problem=f"zip archive holds {len(members)} files (limit {MAX_ZIP_MEMBERS}); refused")
+            return
+        single = len(members) == 1
+        for info in members:
+            member = None if single else info.filename
+            try:
+                payload = read_zip_member(zf, info)
+            except ReportParseError as e:
+                yield RawItem(data=b"", origin=origin, member=member, name=info.filename, problem=str(e))
+                continue
+            yield RawItem(data=payload, origin=origin, origin_kind=origin_kind, member=member, name=info.filename)
+
+
+def iter_mbox(path: Path) -> Iterator[RawItem]:
+    box = mailbox.mbox(str(path), create=False)
+    try:
+        for i, key in enumerate(box.iterkeys()):
+            try:
+                data = box.get_bytes(key)
+            except Exception as e:  # noqa: BLE001 - a damaged mbox entry must not stop the rest
+                yield RawItem(data=b"", origin=str(path), origin_kind="mbox", member=f"message {i + 1}",
+                              problem=f"unreadable mbox message: {e}")
+                continue
+            yield from items_from_mail(data, origin=str(path), origin_kind="mbox", member=f"message {i + 1}")
+    finally:
+        box.close()
+
+
+def iter_maildir(path: Path) -> Iterator[RawItem]:
+    box = mailbox.Maildir(str(path), factory=None, create=False)
+    for key in sorted(box.iterkeys()):
+        try:
+            data = box.get_bytes(key)
+        except Exception as e:  # noqa: BLE001 - a damaged Maildir entry must not stop the rest
+            yield RawItem(data=b"", origin=str(path), origin_kind="maildir", member=key,
+                          problem=f"unreadable Maildir message: {e}")
+            continue
+        yield from items_from_mail(data, origin=str(path), origin_kind="maildir", member=key)
+
+
+def items_from_mail(
+    data: bytes,
+    *,
+    origin: str,
+    origin_kind: str = "eml",
+    member: str | None = None,
+    mailbox_name: str | None = None,
+    uidvalidity: int | None = None,
+    uid: int | None = None,
+) -> list[RawItem]:
+    """Every report payload in one mail message (at least one item, so the
+    mail is always accounted for: a mail with no report yields a problem item)."""
+    base = {
+        "origin": origin, "origin_kind": origin_kind, "mailbox": mailbox_name,
+        "uidvalidity": uidvalidity, "uid": uid,
+    }
+
+    def label(part: str | None) -> str | None:
+        if member and part:
+            return f"{member}: {part}"
+        return member or part
+
+    try:
+        msg = parse_message(data)
+        info = mail_info(msg)
+    except Exception as e:  # noqa: BLE001 - the email package raises many types on garbage
+        return [RawItem(data=data, member=member, problem=f"unreadable mail: {e}", **base)]
+    base["message_id"] = info.message_id
+    base["mail_from_domain"] = info.from_domain
+    if info.is_failure_report:
+        return [RawItem(data=b"", member=label("failure report"), kind_hint="failure", **base)]
+    items: list[RawItem] = []
+    try:
+        for part in iter_report_parts(msg):
+            items.append(RawItem(data=part.data, member=label(part.member), name=part.name, **base))
+    except ReportParseError as e:
+        return [RawItem(data=b"", member=member, problem=str(e), **base)]
+    if not items:
+        subject = (info.subject or "").strip()[:120]
+        return [RawItem(data=b"", member=member,
+                        problem=f"mail has no report attachment (subject: {subject!r})", **base)]
+    return items

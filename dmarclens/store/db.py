@@ -1,0 +1,139 @@
+"""Opening the DuckDB file: locking, retries and schema migrations.
+
+DuckDB lets one process write a file and blocks every other process (readers
+included) while it does. Every caller therefore opens late, does one short
+unit of work and closes; a lock conflict is retried with backoff so a
+dashboard render and a cron ingest that collide both succeed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+from dmarclens.errors import LockedError, StoreError
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+def _is_lock_error(err: Exception) -> bool:
+    text = str(err)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def connect(
+    path: str | Path,
+    *,
+    read_only: bool = False,
+    lock_timeout: float = 30.0,
+    migrate: bool = True,
+) -> duckdb.DuckDBPyConnection:
+    """Open the database, retrying while another process holds the lock.
+
+    A writable open also brings the schema up to date. A read-only open of a
+    file that does not exist is an error (there is nothing to read), and the
+    message says how to create it.
+    """
+    path = Path(path)
+    if read_only and not path.exists():
+        raise StoreError(f"database {path}: not found (run `dmarclens ingest PATH --db {path}` first)")
+    if not read_only and path.parent and not path.parent.exists():
+        raise StoreError(f"database {path}: folder {path.parent} does not exist")
+    deadline = time.monotonic() + lock_timeout
+    delay = 0.05
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as e:
+            if not _is_lock_error(e):
+                raise StoreError(f"database {path}: {e}") from e
+            if time.monotonic() >= deadline:
+                raise LockedError(
+                    f"database {path} is locked by another dmarclens process "
+                    f"(still locked after {lock_timeout:.0f}s, {attempt} attempts); "
+                    "try again when it finishes"
+                ) from e
+            if attempt == 1:
+                log.info("database %s is locked by another process; waiting", path)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)
+        except duckdb.Error as e:
+            raise StoreError(f"database {path}: {e}") from e
+    if migrate and not read_only:
+        try:
+            apply_migrations(con)
+        except Exception:
+            con.close()
+            raise
+    return con
+
+
+@contextmanager
+def open_db(
+    path: str | Path, *, read_only: bool = False, lock_timeout: float = 30.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open, yield, and always close: nobody holds the file between units of work."""
+    con = connect(path, read_only=read_only, lock_timeout=lock_timeout)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every packaged migration, in order."""
+    out = []
+    for entry in resources.files("dmarclens.store.schema").iterdir():
+        m = _MIGRATION_RE.match(entry.name)
+        if m:
+            out.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    out.sort()
+    versions = [v for v, _, _ in out]
+    if len(set(versions)) != len(versions):
+        raise StoreError(f"two schema migrations share a number: {versions}")
+    return out
+
+
+def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Apply pending migrations, each in its own transaction; return versions applied."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+    )
+    con.execute(
+        "COMMENT ON TABLE schema_migrations IS 'Schema migrations applied to this file, in order.'"
+    )
+    done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+    applied = []
+    for version, name, sql in migration_files():
+        if version in done:
+            continue
+        try:
+            con.execute("BEGIN TRANSACTION")
+            con.execute(sql)
+            con.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name]
+            )
+            con.execute("COMMIT")
+        except duckdb.Error as e:
+            con.execute("ROLLBACK")
+            raise StoreError(f"schema migration {version:04d}_{name} failed: {e}") from e
+        applied.append(version)
+    return applied
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
