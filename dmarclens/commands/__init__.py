@@ -1,0 +1,1 @@
+"""Click commands beyond the spine, one module per area, loaded lazily by dmarclens.cli."""
