@@ -231,4 +231,4 @@ class RunSummary:
 
 
 def _display(item: ItemResult) -> str:
-    return f"{item.origin}!{item.member}" if item.member else item.origin
+    return f"{item.origin} [{item.member}]" if item.member else item.origin

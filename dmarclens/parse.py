@@ -145,7 +145,16 @@ def parse_aggregate_xml(xml: bytes, *, fallback_org: str | None = None) -> Repor
         parsed = parsedmarc.parse_aggregate_report_xml(xml, offline=True)
     except parsedmarc.InvalidAggregateReport as e:
         raise ReportParseError(f"invalid aggregate report: {_short(e)}") from e
-    return normalize(parsed, draft=bool(_DRAFT_RE.search(xml)))
+    return normalize(parsed, draft=is_draft_schema(xml))
+
+
+def is_draft_schema(xml: bytes) -> bool:
+    """The pre-RFC DMARC wiki schema: ``<identities>``, or no ``<version>`` and SPF
+    results without the ``<scope>`` RFC 7489 added. Legacy reports that merely omit
+    ``<version>`` still carry ``<scope>``, so they stay rfc7489."""
+    if _DRAFT_RE.search(xml):
+        return True
+    return b"<version" not in xml[:4096] and b"<spf>" in xml and b"<scope>" not in xml
 
 
 def _short(err: Exception, limit: int = 300) -> str:

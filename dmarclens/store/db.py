@@ -112,9 +112,13 @@ def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[int]:
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
     )
-    con.execute(
-        "COMMENT ON TABLE schema_migrations IS 'Schema migrations applied to this file, in order.'"
-    )
+    for target, text in (
+        ("TABLE schema_migrations", "Schema migrations applied to this file, in order."),
+        ("COLUMN schema_migrations.version", "Migration number (the NNNN of store/schema/NNNN_name.sql)."),
+        ("COLUMN schema_migrations.name", "Migration name."),
+        ("COLUMN schema_migrations.applied_at", "When it was applied (UTC)."),
+    ):
+        con.execute(f"COMMENT ON {target} IS '{text}'")
     done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
     applied = []
     for version, name, sql in migration_files():
@@ -131,7 +135,36 @@ def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[int]:
             con.execute("ROLLBACK")
             raise StoreError(f"schema migration {version:04d}_{name} failed: {e}") from e
         applied.append(version)
+    if applied:
+        inherit_view_comments(con)
     return applied
+
+
+# Where a view column passes a table column through under the same name, it
+# inherits that column's comment, so each meaning is written down once.
+_COMMENT_SOURCES = ("records", "reports", "ip_info", "ingest_items", "ingest_runs")
+
+
+def inherit_view_comments(con: duckdb.DuckDBPyConnection) -> int:
+    rows = con.execute(
+        """SELECT table_name, column_name, comment FROM duckdb_columns()
+           WHERE schema_name = 'main' AND NOT internal"""
+    ).fetchall()
+    views = {r[0] for r in con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE schema_name = 'main' AND NOT internal"
+    ).fetchall()}
+    table_comments: dict[str, str] = {}
+    order = {name: i for i, name in enumerate(_COMMENT_SOURCES)}
+    for table, column, comment in sorted(rows, key=lambda r: order.get(r[0], len(order))):
+        if table not in views and comment and column not in table_comments:
+            table_comments[column] = comment
+    done = 0
+    for table, column, comment in rows:
+        if table in views and not comment and column in table_comments:
+            text = table_comments[column].replace("'", "''")
+            con.execute(f'COMMENT ON COLUMN "{table}"."{column}" IS \'{text}\'')
+            done += 1
+    return done
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:

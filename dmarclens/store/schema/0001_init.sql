@@ -129,7 +129,7 @@ COMMENT ON COLUMN reports.pct IS 'Published pct (RFC 7489 only; gone in RFC 9990
 COMMENT ON COLUMN reports.fo IS 'Published failure reporting options.';
 COMMENT ON COLUMN reports.testing IS 'Published testing flag y/n (RFC 9990).';
 COMMENT ON COLUMN reports.discovery_method IS 'How the receiver found the policy: psl or treewalk (RFC 9990).';
-COMMENT ON COLUMN reports.format IS 'rfc7489 (legacy), rfc9990, or draft (old DMARC wiki schema).';
+COMMENT ON COLUMN reports.format IS 'rfc7489 (legacy), rfc9990, or draft (no <version>: the old DMARC wiki schema, or a reporter that omits the version).';
 COMMENT ON COLUMN reports.xml_schema IS 'The <version> the report declared, or draft.';
 COMMENT ON COLUMN reports.xml_namespace IS 'XML namespace the report declared, if any.';
 COMMENT ON COLUMN reports.generator IS 'Software that generated the report (RFC 9990 <generator>).';
@@ -240,6 +240,9 @@ FROM records r
 JOIN reports p USING (report_key)
 LEFT JOIN ip_info i ON i.ip = r.source_ip;
 COMMENT ON VIEW v_records IS 'Stable view: one row per record with its report, policy domain, day, source and enrichment.';
+COMMENT ON COLUMN v_records.policy_p IS 'Policy (p) the domain published, as this report saw it.';
+COMMENT ON COLUMN v_records.policy_pct IS 'pct the domain published, as this report saw it (RFC 7489 only).';
+-- Pass-through columns inherit their table column's comment (store/db.py inherit_view_comments).
 
 CREATE VIEW v_daily AS
 SELECT
@@ -257,3 +260,15 @@ SELECT
 FROM records r JOIN reports p USING (report_key)
 GROUP BY p.domain, r.day;
 COMMENT ON VIEW v_daily IS 'Stable view: daily rollup per policy domain.';
+COMMENT ON COLUMN v_daily.domain IS 'Policy domain.';
+COMMENT ON COLUMN v_daily.day IS 'UTC day.';
+COMMENT ON COLUMN v_daily.messages IS 'Messages reported for the domain that day.';
+COMMENT ON COLUMN v_daily.passed IS 'Messages that passed DMARC.';
+COMMENT ON COLUMN v_daily.failed IS 'Messages that failed DMARC.';
+COMMENT ON COLUMN v_daily.dkim_aligned IS 'Messages with aligned DKIM pass.';
+COMMENT ON COLUMN v_daily.spf_aligned IS 'Messages with aligned SPF pass.';
+COMMENT ON COLUMN v_daily.disposition_none IS 'Messages the receivers delivered normally (disposition none).';
+COMMENT ON COLUMN v_daily.disposition_quarantine IS 'Messages the receivers quarantined.';
+COMMENT ON COLUMN v_daily.disposition_reject IS 'Messages the receivers rejected.';
+COMMENT ON COLUMN v_daily.sources IS 'Distinct source IPs seen.';
+COMMENT ON COLUMN v_daily.reports IS 'Distinct reports that covered the day.';
