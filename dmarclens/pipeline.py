@@ -23,7 +23,7 @@ from dmarclens.errors import ReportParseError
 from dmarclens.models import ItemResult, ParsedItem, RawItem, RunSummary
 from dmarclens.parse import parse_payload
 from dmarclens.store import db as dbmod
-from dmarclens.store import write
+from dmarclens.store import rollups, write
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,7 @@ class Ingestor:
             results.append(res)
         if ips:
             write.upsert_ip_facts(con, ips, shared_enricher())
+        rollups.add_for_reports(con, [r.report_key for r in results if r.outcome == "stored" and r.report_key])
         write.insert_items(con, self.run_id, results)
         return results
 

@@ -183,3 +183,617 @@ def report_raw_xml(con: duckdb.DuckDBPyConnection, report_key: str) -> str | Non
     if not row:
         return None
     return gzip.decompress(row[0]).decode("utf-8", errors="replace")
+
+
+# ---------------------------------------------------------------------------
+# Dashboard queries (issue 6).
+#
+# Pages read the rollup maintained at ingest (migration 0004) so they stay
+# under a second at 10 M records; when a database predates the rollup the same
+# questions are answered from `records` directly (slower, same answers).
+# Tables that other stages add later (enrichment, detection) are looked up
+# with has_table()/has_column() so every page reads cleanly without them.
+# ---------------------------------------------------------------------------
+
+_ROLLUP = "rollup_source_daily"
+_ROLLUP_FROM_RECORDS = """(
+    SELECT p.domain, r.day, r.source_ip, r.count AS messages,
+           CASE WHEN r.dmarc_pass THEN r.count ELSE 0 END AS passed,
+           CASE WHEN r.dkim_aligned THEN r.count ELSE 0 END AS dkim_aligned,
+           CASE WHEN r.spf_aligned THEN r.count ELSE 0 END AS spf_aligned,
+           CASE WHEN r.disposition = 'quarantine' THEN r.count ELSE 0 END AS disp_quarantine,
+           CASE WHEN r.disposition = 'reject' THEN r.count ELSE 0 END AS disp_reject,
+           CASE WHEN NOT r.dmarc_pass AND len(coalesce(r.override_reasons, [])) > 0
+                THEN r.count ELSE 0 END AS failed_overridden,
+           1 AS records
+    FROM records r JOIN reports p USING (report_key))"""
+
+SERVICE_EXPR = "coalesce(nullif(i.service_name, ''), nullif(i.as_name, ''), 'Unknown network')"
+"""How a source IP is named when grouped: known service, else its network (AS) owner."""
+
+
+def range_expr(col: str = "source_ip") -> str:
+    """SQL for the network an IP belongs to: its /24 (IPv4) or /48 (IPv6).
+
+    Providers rotate addresses inside their ranges, so a range is the layer a
+    person reasons about between "the provider" and "one IP". Done in SQL (no
+    extension needed) so ranges can be grouped where the data is.
+    """
+    head = f"split_part({col}, '::', 1)"
+    tail = f"split_part({col}, '::', 2)"
+    head_l = f"(CASE WHEN {head} = '' THEN []::VARCHAR[] ELSE string_split({head}, ':') END)"
+    tail_l = f"(CASE WHEN {tail} = '' THEN []::VARCHAR[] ELSE string_split({tail}, ':') END)"
+    full = (
+        f"(CASE WHEN contains({col}, '::') THEN {head_l} || "
+        f"list_transform(range(greatest(0, 8 - len({head_l}) - len({tail_l}))), lambda x: '0') || {tail_l} "
+        f"ELSE string_split({col}, ':') END)"
+    )
+    v6 = (
+        f"regexp_replace(array_to_string(list_transform(({full})[1:3], "
+        f"lambda g: coalesce(nullif(ltrim(lower(g), '0'), ''), '0')), ':'), '(:0)+$', '') || '::/48'"
+    )
+    return (
+        f"(CASE WHEN contains({col}, ':') THEN {v6} "
+        f"ELSE regexp_replace({col}, '\\.[0-9]+$', '.0') || '/24' END)"
+    )
+
+
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """True when a table or view exists: pages show later stages' data only when it is there."""
+    row = con.execute(
+        """SELECT count(*) FROM (
+               SELECT table_name AS n FROM duckdb_tables() WHERE schema_name = 'main'
+               UNION ALL SELECT view_name FROM duckdb_views() WHERE schema_name = 'main' AND NOT internal)
+           WHERE n = ?""",
+        [name],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def columns_of(con: duckdb.DuckDBPyConnection, name: str) -> set[str]:
+    """Column names of a table or view (empty when it does not exist)."""
+    rows = con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = ?", [name]
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    return column in columns_of(con, table)
+
+
+def _rollup(con: duckdb.DuckDBPyConnection) -> str:
+    return _ROLLUP if has_table(con, _ROLLUP) else _ROLLUP_FROM_RECORDS
+
+
+def data_bounds(con: duckdb.DuckDBPyConnection) -> tuple[date | None, date | None]:
+    """First and last day with data (from the rollup: cheap at any size)."""
+    row = con.execute(f"SELECT min(day), max(day) FROM {_rollup(con)}").fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def overview_daily(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """Per domain and day: messages, DMARC pass/fail, aligned DKIM/SPF and dispositions."""
+    where, params = f.where()
+    return _df(
+        con,
+        f"""SELECT domain, day, sum(messages)::BIGINT AS messages, sum(passed)::BIGINT AS passed,
+                   sum(messages)::BIGINT - sum(passed)::BIGINT AS failed,
+                   sum(dkim_aligned)::BIGINT AS dkim_aligned, sum(spf_aligned)::BIGINT AS spf_aligned,
+                   sum(messages)::BIGINT - sum(disp_quarantine)::BIGINT - sum(disp_reject)::BIGINT AS disp_none,
+                   sum(disp_quarantine)::BIGINT AS disp_quarantine, sum(disp_reject)::BIGINT AS disp_reject
+            FROM {_rollup(con)} WHERE {where} GROUP BY domain, day ORDER BY domain, day""",
+        params,
+    )
+
+
+def totals(con: duckdb.DuckDBPyConnection, f: Filters) -> dict[str, Any]:
+    """Headline numbers for a filter: volume, pass rates, failures, distinct sources."""
+    where, params = f.where()
+    row = con.execute(
+        f"""SELECT coalesce(sum(messages)::BIGINT, 0), coalesce(sum(passed)::BIGINT, 0), coalesce(sum(dkim_aligned)::BIGINT, 0),
+                   coalesce(sum(spf_aligned)::BIGINT, 0), coalesce(sum(disp_quarantine)::BIGINT, 0),
+                   coalesce(sum(disp_reject)::BIGINT, 0), count(DISTINCT source_ip), count(DISTINCT day)
+            FROM {_rollup(con)} WHERE {where}""",
+        params,
+    ).fetchone()
+    messages, passed, dkim, spf, quarantined, rejected, sources, days = (int(x) for x in row)
+    rate = (lambda n: n / messages if messages else None)  # noqa: E731
+    return {
+        "messages": messages, "passed": passed, "failed": messages - passed,
+        "pass_rate": rate(passed), "dkim_rate": rate(dkim), "spf_rate": rate(spf),
+        "quarantined": quarantined, "rejected": rejected, "sources": sources, "days": days,
+    }
+
+
+def domain_summary(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """One row per domain: volume, pass rates, dispositions and the policy last published."""
+    where, params = f.where()
+    rwhere, rparams = f.where("CAST(begin_ts AS DATE)")
+    return _df(
+        con,
+        f"""WITH t AS (
+                SELECT domain, sum(messages)::BIGINT AS messages, sum(passed)::BIGINT AS passed,
+                       sum(dkim_aligned)::BIGINT AS dkim_aligned, sum(spf_aligned)::BIGINT AS spf_aligned,
+                       sum(disp_quarantine)::BIGINT AS quarantined, sum(disp_reject)::BIGINT AS rejected,
+                       count(DISTINCT source_ip) AS sources
+                FROM {_rollup(con)} WHERE {where} GROUP BY domain),
+            pol AS (
+                SELECT domain, count(*) AS reports, arg_max(p, end_ts) AS p, arg_max(sp, end_ts) AS sp,
+                       arg_max(np, end_ts) AS np, arg_max(pct, end_ts) AS pct,
+                       arg_max(adkim, end_ts) AS adkim, arg_max(aspf, end_ts) AS aspf,
+                       max(end_ts) AS last_report
+                FROM reports WHERE {rwhere} GROUP BY domain)
+            SELECT domain, coalesce(t.messages, 0) AS messages,
+                   t.passed / nullif(t.messages, 0) AS pass_rate,
+                   t.dkim_aligned / nullif(t.messages, 0) AS dkim_rate,
+                   t.spf_aligned / nullif(t.messages, 0) AS spf_rate,
+                   coalesce(t.messages - t.passed, 0) AS failed,
+                   coalesce(t.quarantined, 0) AS quarantined, coalesce(t.rejected, 0) AS rejected,
+                   coalesce(t.sources, 0) AS sources, coalesce(pol.reports, 0) AS reports,
+                   pol.p, pol.sp, pol.np, pol.pct, pol.adkim, pol.aspf, pol.last_report
+            FROM t FULL OUTER JOIN pol USING (domain) ORDER BY messages DESC, domain""",
+        params + rparams,
+    )
+
+
+def _source_ips_sql(con: duckdb.DuckDBPyConnection, where: str) -> str:
+    info_cols = columns_of(con, "ip_info")
+    fcrdns = "i.fcrdns" if "fcrdns" in info_cols else "NULL::BOOLEAN"
+    return f"""
+        WITH s AS (
+            SELECT source_ip, sum(messages)::BIGINT AS messages, sum(passed)::BIGINT AS passed,
+                   sum(disp_quarantine)::BIGINT + sum(disp_reject)::BIGINT AS blocked,
+                   min(day) AS first_in_range, max(day) AS last_in_range,
+                   string_agg(DISTINCT domain, ', ' ORDER BY domain) AS domains
+            FROM {_rollup(con)} WHERE {where} GROUP BY source_ip)
+        SELECT s.source_ip, {SERVICE_EXPR} AS service, i.service_type, {range_expr('s.source_ip')} AS ip_range,
+               i.country, i.asn, i.as_name, i.reverse_dns, i.base_domain, {fcrdns} AS fcrdns,
+               s.messages, s.passed, s.messages - s.passed AS failed, s.passed / s.messages AS pass_rate,
+               s.blocked, s.first_in_range, s.last_in_range, s.domains
+        FROM s LEFT JOIN ip_info i ON i.ip = s.source_ip"""
+
+
+def source_ips(
+    con: duckdb.DuckDBPyConnection,
+    f: Filters,
+    *,
+    service: str | None = None,
+    ip_range: str | None = None,
+    limit: int = 500,
+) -> pd.DataFrame:
+    """Sending IPs by volume (optionally inside one service or range), with all-time first/last seen.
+
+    First/last seen ignore the date filter on purpose: "first seen 3 days ago"
+    is what tells a new source apart, whatever window is on screen.
+    """
+    where, params = f.where()
+    dwhere, dparams = Filters(domains=f.domains).where()
+    outer: list[str] = []
+    oparams: list[Any] = []
+    if service is not None:
+        outer.append("service = ?")
+        oparams.append(service)
+    if ip_range is not None:
+        outer.append("ip_range = ?")
+        oparams.append(ip_range)
+    owhere = " AND ".join(outer) or "TRUE"
+    return _df(
+        con,
+        f"""WITH ips AS (SELECT * FROM ({_source_ips_sql(con, where)}) WHERE {owhere}
+                         ORDER BY messages DESC, source_ip LIMIT {int(limit)}),
+                 seen AS (SELECT source_ip, min(day) AS first_seen, max(day) AS last_seen
+                          FROM {_rollup(con)}
+                          WHERE {dwhere} AND source_ip IN (SELECT source_ip FROM ips) GROUP BY source_ip)
+            SELECT ips.* EXCLUDE (first_in_range, last_in_range), seen.first_seen, seen.last_seen
+            FROM ips LEFT JOIN seen USING (source_ip) ORDER BY messages DESC, source_ip""",
+        params + oparams + dparams,
+    )
+
+
+def source_services(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """Providers/services (or networks) by volume: the top layer of "who sends as me"."""
+    where, params = f.where()
+    return _df(
+        con,
+        f"""SELECT service, any_value(service_type) AS service_type, sum(messages)::BIGINT AS messages,
+                   sum(passed)::BIGINT AS passed, sum(failed)::BIGINT AS failed, sum(passed)::BIGINT / sum(messages)::BIGINT AS pass_rate,
+                   count(DISTINCT ip_range) AS ranges, count(*) AS ips,
+                   string_agg(DISTINCT country, ', ' ORDER BY country) AS countries,
+                   min(first_in_range) AS first_day, max(last_in_range) AS last_day
+            FROM ({_source_ips_sql(con, where)}) GROUP BY service ORDER BY messages DESC, service""",
+        params,
+    )
+
+
+def source_ranges(
+    con: duckdb.DuckDBPyConnection, f: Filters, *, service: str | None = None, limit: int = 500
+) -> pd.DataFrame:
+    """IP ranges (/24, /48) by volume, optionally inside one service."""
+    where, params = f.where()
+    swhere = "service = ?" if service is not None else "TRUE"
+    sparams = [service] if service is not None else []
+    return _df(
+        con,
+        f"""SELECT ip_range, service, sum(messages)::BIGINT AS messages, sum(passed)::BIGINT AS passed, sum(failed)::BIGINT AS failed,
+                   sum(passed)::BIGINT / sum(messages)::BIGINT AS pass_rate, count(*) AS ips,
+                   string_agg(DISTINCT country, ', ' ORDER BY country) AS countries,
+                   min(first_in_range) AS first_day, max(last_in_range) AS last_day
+            FROM ({_source_ips_sql(con, where)}) WHERE {swhere}
+            GROUP BY ip_range, service ORDER BY messages DESC, ip_range LIMIT {int(limit)}""",
+        params + sparams,
+    )
+
+
+def country_totals(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """Messages and failures per source country (ISO 3166 alpha-2; NULL when unknown)."""
+    where, params = f.where()
+    return _df(
+        con,
+        f"""WITH s AS (SELECT source_ip, sum(messages)::BIGINT AS messages, sum(passed)::BIGINT AS passed
+                       FROM {_rollup(con)} WHERE {where} GROUP BY source_ip)
+            SELECT i.country, sum(s.messages)::BIGINT AS messages, sum(s.messages - s.passed)::BIGINT AS failed,
+                   sum(s.passed)::BIGINT / sum(s.messages)::BIGINT AS pass_rate, count(*) AS ips
+            FROM s LEFT JOIN ip_info i ON i.ip = s.source_ip
+            GROUP BY i.country ORDER BY messages DESC""",
+        params,
+    )
+
+
+def traffic_class_column(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Name of the traffic-class column in v_records once enrichment adds it (else None)."""
+    cols = columns_of(con, "v_records")
+    for name in ("traffic_class", "class"):
+        if name in cols:
+            return name
+    return None
+
+
+def traffic_classes(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame | None:
+    """Messages per traffic class (authorized, forwarded, spoofed ...) when enrichment provides it."""
+    col = traffic_class_column(con)
+    if col is None:
+        return None
+    where, params = f.where()
+    return _df(
+        con,
+        f"""SELECT coalesce({col}, 'unknown') AS traffic_class, sum(count)::BIGINT AS messages,
+                   count(DISTINCT source_ip) AS ips
+            FROM v_records WHERE {where} GROUP BY 1 ORDER BY messages DESC""",
+        params,
+    )
+
+
+def source_info(con: duckdb.DuckDBPyConnection, ip: str) -> dict[str, Any]:
+    """Everything ip_info knows about one IP (columns added by later migrations included)."""
+    cur = con.execute("SELECT * FROM ip_info WHERE ip = ?", [ip])
+    row = cur.fetchone()
+    if row is None:
+        return {}
+    return dict(zip([d[0] for d in cur.description or []], row, strict=False))
+
+
+def source_history(con: duckdb.DuckDBPyConnection, f: Filters, ip: str) -> pd.DataFrame:
+    """One IP's daily messages, passes and failures per domain."""
+    where, params = f.where()
+    return _df(
+        con,
+        f"""SELECT domain, day, sum(messages)::BIGINT AS messages, sum(passed)::BIGINT AS passed,
+                   sum(messages)::BIGINT - sum(passed)::BIGINT AS failed
+            FROM {_rollup(con)} WHERE {where} AND source_ip = ? GROUP BY domain, day ORDER BY day, domain""",
+        params + [ip],
+    )
+
+
+def source_reports(con: duckdb.DuckDBPyConnection, f: Filters, ip: str, limit: int = 500) -> pd.DataFrame:
+    """The reports that mention one IP, newest first, with what each said about it."""
+    where, params = f.where("r.day", "p.domain")
+    return _df(
+        con,
+        f"""SELECT p.report_key, p.org_name AS reporter, p.report_id, p.domain, min(r.day) AS day,
+                   sum(r.count)::BIGINT AS messages,
+                   coalesce(sum(r.count) FILTER (WHERE r.dmarc_pass)::BIGINT, 0) AS passed,
+                   string_agg(DISTINCT r.disposition, ', ') AS dispositions,
+                   string_agg(DISTINCT r.header_from, ', ') AS header_from,
+                   string_agg(DISTINCT r.envelope_from, ', ') AS envelope_from
+            FROM records r JOIN reports p USING (report_key)
+            WHERE {where} AND r.source_ip = ?
+            GROUP BY ALL ORDER BY day DESC, reporter LIMIT {int(limit)}""",
+        params + [ip],
+    )
+
+
+def source_identifiers(con: duckdb.DuckDBPyConnection, f: Filters, ip: str) -> pd.DataFrame:
+    """What one IP sent as: header-from, envelope-from and DKIM signers, with pass/fail."""
+    where, params = f.where("r.day", "p.domain")
+    return _df(
+        con,
+        f"""SELECT r.header_from, r.envelope_from,
+                   array_to_string(list_transform(r.dkim, lambda x: coalesce(x.domain, '?') || ' / '
+                       || coalesce(x.selector, '-') || ': ' || coalesce(x.result, '?')), '; ') AS dkim,
+                   array_to_string(list_transform(r.spf, lambda x: coalesce(x.domain, '?') || ': '
+                       || coalesce(x.result, '?')), '; ') AS spf,
+                   sum(r.count)::BIGINT AS messages,
+                   coalesce(sum(r.count) FILTER (WHERE r.dmarc_pass)::BIGINT, 0) AS passed
+            FROM records r JOIN reports p USING (report_key)
+            WHERE {where} AND r.source_ip = ?
+            GROUP BY ALL ORDER BY messages DESC LIMIT 200""",
+        params + [ip],
+    )
+
+
+def readiness_sources(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """Per domain and sending service: what enforcement would have done to its mail.
+
+    Failing mail is what p=quarantine/reject acts on; failed_overridden is the
+    part receivers already let through as forwarded or mailing-list mail.
+    """
+    where, params = f.where()
+    return _df(
+        con,
+        f"""WITH s AS (
+                SELECT domain, source_ip, sum(messages)::BIGINT AS messages, sum(passed)::BIGINT AS passed,
+                       sum(failed_overridden)::BIGINT AS failed_overridden,
+                       sum(disp_quarantine)::BIGINT AS quarantined, sum(disp_reject)::BIGINT AS rejected
+                FROM {_rollup(con)} WHERE {where} GROUP BY domain, source_ip)
+            SELECT s.domain, {SERVICE_EXPR} AS service, any_value(i.service_type) AS service_type,
+                   sum(s.messages)::BIGINT AS messages, sum(s.passed)::BIGINT AS passed,
+                   sum(s.messages - s.passed)::BIGINT AS failed, sum(s.failed_overridden)::BIGINT AS failed_overridden,
+                   sum(s.quarantined)::BIGINT AS quarantined, sum(s.rejected)::BIGINT AS rejected, count(*) AS ips
+            FROM s LEFT JOIN ip_info i ON i.ip = s.source_ip
+            GROUP BY s.domain, service ORDER BY s.domain, messages DESC""",
+        params,
+    )
+
+
+def days_with_data(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """Days with at least one report row, per domain (how much evidence a verdict rests on)."""
+    where, params = f.where()
+    return _df(
+        con,
+        f"SELECT domain, count(DISTINCT day) AS days FROM {_rollup(con)} WHERE {where} GROUP BY domain",
+        params,
+    )
+
+
+def posture_table(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Where the DNS posture findings live once enrichment adds them (else None)."""
+    for name in ("v_posture", "posture_findings", "dns_posture", "posture"):
+        if has_table(con, name):
+            return name
+    return None
+
+
+def posture(con: duckdb.DuckDBPyConnection, domains: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """DNS posture findings for the domains, newest first (None when posture never ran)."""
+    name = posture_table(con)
+    if name is None:
+        return None
+    cols = columns_of(con, name)
+    where, params = ("domain IN (SELECT unnest(?))", [list(domains)]) if domains and "domain" in cols else ("TRUE", [])
+    order = next((c for c in ("checked_at", "resolved_at", "observed_at", "created_at") if c in cols), None)
+    order_sql = f"ORDER BY {order} DESC" if order else ""
+    return _df(con, f"SELECT * FROM {name} WHERE {where} {order_sql} LIMIT 500", params)
+
+
+# --- reports -------------------------------------------------------------------
+
+def reports_page(
+    con: duckdb.DuckDBPyConnection, f: Filters, *, reporter: str | None = None, limit: int = 1000
+) -> pd.DataFrame:
+    """Report list for the Reports page, optionally for one reporter."""
+    where, params = f.where("CAST(begin_ts AS DATE)")
+    if reporter is not None:
+        where += " AND org_name = ?"
+        params.append(reporter)
+    return _df(
+        con,
+        f"""SELECT report_key, org_name AS reporter, report_id, domain, begin_ts, end_ts,
+                   record_count AS records, message_count AS messages, p AS policy, format
+            FROM reports WHERE {where} ORDER BY begin_ts DESC, org_name, report_id LIMIT {int(limit)}""",
+        params,
+    )
+
+
+def report_meta(con: duckdb.DuckDBPyConnection, report_key: str) -> dict[str, Any]:
+    """Every stored field of one report (for its detail view)."""
+    cur = con.execute("SELECT * FROM reports WHERE report_key = ?", [report_key])
+    row = cur.fetchone()
+    if row is None:
+        return {}
+    return dict(zip([d[0] for d in cur.description or []], row, strict=False))
+
+
+def report_detail_records(con: duckdb.DuckDBPyConnection, report_key: str) -> pd.DataFrame:
+    """One report's rows with DKIM/SPF results flattened to readable text."""
+    return _df(
+        con,
+        """SELECT r.day, r.source_ip, i.service_name AS service, i.country, r.count, r.disposition,
+                  r.dmarc_pass, r.policy_dkim, r.policy_spf, r.header_from, r.envelope_from, r.envelope_to,
+                  array_to_string(list_transform(r.dkim, lambda x: coalesce(x.domain, '?') || ' / '
+                      || coalesce(x.selector, '-') || ': ' || coalesce(x.result, '?')), '; ') AS dkim,
+                  array_to_string(list_transform(r.spf, lambda x: coalesce(x.domain, '?') || ' ('
+                      || coalesce(x.scope, '-') || '): ' || coalesce(x.result, '?')), '; ') AS spf,
+                  array_to_string(list_transform(r.override_reasons, lambda x: coalesce(x.type, '?')
+                      || coalesce(': ' || x.comment, '')), '; ') AS overrides
+           FROM records r LEFT JOIN ip_info i ON i.ip = r.source_ip
+           WHERE r.report_key = ? ORDER BY r.day, r.count DESC, r.source_ip""",
+        [report_key],
+    )
+
+
+# --- ingest health -------------------------------------------------------------
+
+def ingest_runs(con: duckdb.DuckDBPyConnection, limit: int = 50) -> pd.DataFrame:
+    """Latest ingest/fetch runs and what each did."""
+    return _df(
+        con,
+        f"""SELECT started_at, finished_at, command, source_kind, hostname, items_seen, stored, duplicates,
+                   rejected, ignored, records, messages, run_id
+            FROM ingest_runs ORDER BY started_at DESC LIMIT {int(limit)}""",
+    )
+
+
+def rejected_items(con: duckdb.DuckDBPyConnection, limit: int = 500) -> pd.DataFrame:
+    """Inputs that were not stored as aggregate data, newest first, with the reason."""
+    return _df(
+        con,
+        f"""SELECT seen_at, outcome, report_kind, origin, member, reason, size_bytes, sha256, run_id
+            FROM ingest_items WHERE outcome IN ('rejected', 'ignored')
+            ORDER BY seen_at DESC, item_id DESC LIMIT {int(limit)}""",
+    )
+
+
+def rejection_reasons(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Why inputs were turned away, most frequent first."""
+    return _df(
+        con,
+        """SELECT outcome, reason, count(*) AS items, max(seen_at) AS last_seen
+           FROM ingest_items WHERE outcome IN ('rejected', 'ignored')
+           GROUP BY outcome, reason ORDER BY items DESC, last_seen DESC LIMIT 200""",
+    )
+
+
+def ingest_item_counts(con: duckdb.DuckDBPyConnection, since: Any = None) -> dict[str, int]:
+    """Items per outcome (stored, duplicate, rejected, ignored), optionally since a timestamp."""
+    where, params = ("seen_at >= ?", [since]) if since is not None else ("TRUE", [])
+    rows = con.execute(f"SELECT outcome, count(*) FROM ingest_items WHERE {where} GROUP BY 1", params).fetchall()
+    return {str(k): int(v) for k, v in rows}
+
+
+def reporter_activity(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
+    """Per reporter and domain: how often it reports and how long it has been silent.
+
+    Silence is measured against the newest report in the database (not the
+    wall clock), so a stopped reporter stands out even in an old archive; the
+    page says separately when the whole feed has gone quiet.
+    """
+    dwhere, dparams = Filters(domains=f.domains).where()
+    return _df(
+        con,
+        f"""WITH r AS (
+                SELECT org_name, domain, end_ts,
+                       end_ts - lag(end_ts) OVER (PARTITION BY org_name, domain ORDER BY end_ts) AS gap
+                FROM reports WHERE {dwhere}),
+            newest AS (SELECT max(end_ts) AS t FROM reports)
+            SELECT org_name AS reporter, domain, count(*) AS reports, min(end_ts) AS first_report,
+                   max(end_ts) AS last_report,
+                   round(epoch(median(gap)) / 3600.0, 1) AS typical_gap_hours,
+                   round(epoch(any_value(newest.t) - max(end_ts)) / 86400.0, 1) AS silent_days
+            FROM r, newest GROUP BY org_name, domain ORDER BY silent_days DESC, reporter, domain""",
+        dparams,
+    )
+
+
+# --- anomalies (detection stage; present once migration 0003 is applied) --------
+
+ANOMALY_RELATIONS = ("v_anomalies", "anomalies")
+SEVERITY_RANK = {"critical": 5, "high": 4, "medium": 3, "low": 2, "info": 1}
+
+
+def anomaly_relation(con: duckdb.DuckDBPyConnection) -> str | None:
+    for name in ANOMALY_RELATIONS:
+        if has_table(con, name):
+            return name
+    return None
+
+
+def _status_col(cols: set[str]) -> str | None:
+    return next((c for c in ("status", "state") if c in cols), None)
+
+
+def _id_col(cols: set[str]) -> str:
+    return next((c for c in ("anomaly_id", "id") if c in cols), "id")
+
+
+def anomalies(con: duckdb.DuckDBPyConnection, f: Filters, *, status: str | None = "open") -> pd.DataFrame | None:
+    """Detector findings, most severe first (None when detection has never run on this file)."""
+    name = anomaly_relation(con)
+    if name is None:
+        return None
+    cols = columns_of(con, name)
+    clauses: list[str] = []
+    params: list[Any] = []
+    if f.domains and "domain" in cols:
+        clauses.append("domain IN (SELECT unnest(?))")
+        params.append(list(f.domains))
+    if "last_day" in cols and f.start:
+        clauses.append("last_day >= ?")
+        params.append(f.start)
+    if "first_day" in cols and f.end:
+        clauses.append("first_day <= ?")
+        params.append(f.end)
+    scol = _status_col(cols)
+    if status and scol:
+        if status == "open":
+            clauses.append(f"coalesce({scol}, 'open') IN ('open', 'new')")
+        else:
+            clauses.append(f"{scol} = ?")
+            params.append(status)
+    where = " AND ".join(clauses) or "TRUE"
+    rank = "CASE lower(severity) " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in SEVERITY_RANK.items()) + " ELSE 0 END"
+    order = [f"{rank} DESC"] if "severity" in cols else []
+    order += [c + " DESC" for c in ("last_day", "messages") if c in cols]
+    return _df(con, f"SELECT * FROM {name} WHERE {where} ORDER BY {', '.join(order) or '1'} LIMIT 1000", params)
+
+
+def open_anomaly_counts(con: duckdb.DuckDBPyConnection, f: Filters) -> dict[str, int] | None:
+    """Open anomalies per domain (None when detection has not run)."""
+    df = anomalies(con, f, status="open")
+    if df is None:
+        return None
+    if df.empty or "domain" not in df.columns:
+        return {}
+    return {str(k): int(v) for k, v in df.groupby("domain").size().items()}
+
+
+_IDENTITY_FILTERS = {
+    "service": f"{SERVICE_EXPR} = ?",
+    "asn": "i.asn = TRY_CAST(? AS INTEGER)",
+    "base_domain": "i.base_domain = ?",
+    "envelope_from": "r.envelope_from = ?",
+    "header_from": "r.header_from = ?",
+    "dkim_domain": "list_contains(list_transform(r.dkim, lambda x: x.domain), ?)",
+    "dkim_selector": "list_contains(list_transform(r.dkim, lambda x: x.selector), ?)",
+    "ip_range": f"{range_expr('r.source_ip')} = ?",
+    "reporter": "p.org_name = ?",
+    "envelope_to": "r.envelope_to = ?",
+}
+
+
+def identity_series(
+    con: duckdb.DuckDBPyConnection,
+    domain: str,
+    identity: dict[str, Any],
+    start: date,
+    end: date,
+    ips: list[str] | None = None,
+) -> pd.DataFrame:
+    """Daily messages (passed/failed) of the mail matching one anomaly's identity.
+
+    The identity is the layer the detector says explains the finding (service,
+    envelope-from, DKIM selector ...); unknown keys are ignored and, when no
+    key is usable, the anomaly's IPs stand in for it.
+    """
+    clauses = ["p.domain = ?", "r.day BETWEEN ? AND ?"]
+    params: list[Any] = [domain, start, end]
+    used = 0
+    for key, value in (identity or {}).items():
+        sql = _IDENTITY_FILTERS.get(key)
+        if sql is None or value in (None, "", []):
+            continue
+        clauses.append(sql)
+        params.append(str(value))
+        used += 1
+    if not used and ips:
+        clauses.append("r.source_ip IN (SELECT unnest(?))")
+        params.append(list(ips))
+    return _df(
+        con,
+        f"""SELECT r.day, sum(r.count)::BIGINT AS messages,
+                   coalesce(sum(r.count) FILTER (WHERE r.dmarc_pass)::BIGINT, 0) AS passed,
+                   coalesce(sum(r.count) FILTER (WHERE NOT r.dmarc_pass)::BIGINT, 0) AS failed
+            FROM records r JOIN reports p USING (report_key) LEFT JOIN ip_info i ON i.ip = r.source_ip
+            WHERE {' AND '.join(clauses)} GROUP BY r.day ORDER BY r.day""",
+        params,
+    )
