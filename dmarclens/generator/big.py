@@ -106,15 +106,17 @@ def big_report_xml(n_records: int, n_ips: int, *, seed: int = 1, fmt: ReportForm
         generator="dmarclens big_report_xml" if fmt == "rfc9990" else None,
     )
     variant_of = [rng.randrange(len(_VARIANTS)) for _ in range(n_ips)]
+    uses = [0] * n_ips
     records: list[RecordSpec] = []
     for i in range(n_records):
         ip_index = i if i < n_ips else rng.randrange(n_ips)
-        # A reused address takes a variant it has not had yet (at most one
-        # record per (IP, variant)), so no two records are identical.
-        step = 0 if i < n_ips else 1 + (i // n_ips - 1) % (len(_VARIANTS) - 1)
-        disposition, dkim_eval, spf_eval, dkim, spf = _VARIANTS[
-            (variant_of[ip_index] + step) % len(_VARIANTS)
-        ]
+        # A reused address takes the next variant it has not had yet, so no
+        # two records are identical (at most len(_VARIANTS) per address).
+        while uses[ip_index] >= len(_VARIANTS):
+            ip_index = (ip_index + 1) % n_ips
+        variant = _VARIANTS[(variant_of[ip_index] + uses[ip_index]) % len(_VARIANTS)]
+        uses[ip_index] += 1
+        disposition, dkim_eval, spf_eval, dkim, spf = variant
         if fmt == "rfc9990" and disposition == "none":
             disposition = "pass"
         records.append(
