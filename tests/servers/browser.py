@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright
 
+#: Debian's real binary (``/usr/bin/chromium`` is a shell wrapper that prints a warning).
+#: ``DMARCLENS_CHROMIUM`` overrides it, e.g. on a developer machine with another distribution.
 CHROMIUM_PATH = Path(os.environ.get("DMARCLENS_CHROMIUM", "/usr/lib/chromium/chromium"))
 INSTALL_HINT = "run `sudo scripts/install-test-deps.sh` (CI runs it) to install Debian's chromium"
 
@@ -36,9 +38,14 @@ class ChromiumNotInstalled(RuntimeError):
     """Raised when Debian's Chromium binary is missing, with the command that installs it."""
 
 
+def installed() -> bool:
+    """True if the Chromium binary exists and is executable."""
+    return CHROMIUM_PATH.is_file() and os.access(CHROMIUM_PATH, os.X_OK)
+
+
 def chromium_path() -> Path:
     """The Chromium binary to use; raises ``ChromiumNotInstalled`` if absent."""
-    if not (CHROMIUM_PATH.is_file() and os.access(CHROMIUM_PATH, os.X_OK)):
+    if not installed():
         raise ChromiumNotInstalled(f"{CHROMIUM_PATH} not found: {INSTALL_HINT}")
     return CHROMIUM_PATH
 

@@ -22,7 +22,7 @@ import socketserver
 import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Literal
 
 from dnslib import AAAA, CNAME, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
@@ -32,8 +32,14 @@ from .ports import LOCALHOST, free_udp_tcp_port
 if TYPE_CHECKING:
     import dns.resolver
 
-Behaviour = Literal["answer", "timeout", "servfail", "nxdomain", "refused"]
-BEHAVIOURS: tuple[str, ...] = ("answer", "timeout", "servfail", "nxdomain", "refused")
+Behaviour = Literal["answer", "timeout", "servfail", "nxdomain", "nodata", "refused"]
+BEHAVIOURS: tuple[str, ...] = ("answer", "timeout", "servfail", "nxdomain", "nodata", "refused")
+
+#: ``fallback(name, qtype)`` for names not in the table: ``None`` (NXDOMAIN), a
+#: list of RDATA strings in zone-file syntax (``["mail.example.com."]`` for a
+#: PTR) or a behaviour word such as ``"timeout"``. Lets a benchmark answer
+#: 10,000 generated names without storing them.
+Fallback = Callable[[str, str], "list[str] | str | None"]
 
 
 def normalize(name: str) -> str:
@@ -63,11 +69,13 @@ def _txt_chunks(text: str | bytes) -> list[bytes]:
 class Zone:
     """The table the server answers from. Thread-safe; edit it while the server runs.
 
-    Names are case-insensitive. Unknown names get NXDOMAIN; known names
-    without records of the asked type get an empty NOERROR answer (NODATA).
+    Names are case-insensitive. Unknown names get NXDOMAIN (or whatever
+    ``fallback`` says); known names without records of the asked type get an
+    empty NOERROR answer (NODATA).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fallback: Fallback | None = None) -> None:
+        self.fallback = fallback
         self._records: dict[str, list[RR]] = {}
         self._behaviour: dict[str, str] = {}
         self._delay: dict[str, float] = {}
@@ -135,7 +143,7 @@ class Zone:
 
     # -- behaviour
     def set_behaviour(self, name: str, behaviour: Behaviour) -> None:
-        """Make queries for ``name`` (or an IP: its PTR name) time out, SERVFAIL, NXDOMAIN, REFUSE or answer."""
+        """Make queries for ``name`` (or an IP: its PTR name) time out, SERVFAIL, NXDOMAIN, NODATA, REFUSE or answer."""
         if behaviour not in BEHAVIOURS:
             raise ValueError(f"behaviour must be one of {BEHAVIOURS}, not {behaviour!r}")
         with self._lock:
@@ -155,9 +163,26 @@ class Zone:
         with self._lock:
             behaviour = self._behaviour.get(key, "answer")
             delay = self._delay.get(key, 0.0)
-            if behaviour != "answer":
-                return behaviour, delay, RCODE.NOERROR, []
-            answers: list[RR] = []
+            known = key in self._records
+            fallback = self.fallback
+        if behaviour != "answer":
+            return behaviour, delay, RCODE.NOERROR, []
+        if not known and fallback is not None:
+            qtype_name = str(QTYPE.get(qtype, qtype))
+            result = fallback(key, qtype_name)
+            if isinstance(result, str):
+                if result not in BEHAVIOURS:
+                    raise ValueError(
+                        f"fallback returned {result!r}; expected a list of RDATA or one of {BEHAVIOURS}"
+                    )
+                return result, delay, RCODE.NOERROR, []
+            if result is not None:
+                answers = [
+                    rr for rdata in result for rr in RR.fromZone(f"{key}. 300 IN {qtype_name} {rdata}")
+                ]
+                return behaviour, delay, RCODE.NOERROR, answers
+        with self._lock:
+            answers = []
             current = key
             for _hop in range(8):  # follow CNAME chains inside the zone, bounded
                 records = self._records.get(current)
@@ -217,7 +242,10 @@ class DNSServer:
         q = request.q
         qname = str(q.qname)
         self.queries.append((normalize(qname), QTYPE.get(q.qtype, str(q.qtype)), proto))
-        behaviour, delay, rcode, answers = self.zone.resolve(qname, q.qtype)
+        try:
+            behaviour, delay, rcode, answers = self.zone.resolve(qname, q.qtype)
+        except Exception:  # noqa: BLE001 - a broken fallback shows up as SERVFAIL, not a dead server
+            behaviour, delay, rcode, answers = "servfail", 0.0, RCODE.SERVFAIL, []
         if self.mode != "answer":
             behaviour = self.mode
         if behaviour == "timeout":
@@ -228,6 +256,8 @@ class DNSServer:
             reply.header.rcode = RCODE.REFUSED
         elif behaviour == "nxdomain":
             reply.header.rcode = RCODE.NXDOMAIN
+        elif behaviour == "nodata":
+            reply.header.rcode = RCODE.NOERROR
         else:
             reply.header.rcode = rcode
             for rr in answers:
@@ -343,7 +373,7 @@ class DNSServer:
             threading.Thread(target=self._send_delayed, name=f"dns-delay-{self.port}", daemon=True),
             threading.Thread(
                 target=self._tcp.serve_forever,
-                kwargs={"poll_interval": 0.2},
+                kwargs={"poll_interval": 0.05},
                 name=f"dns-tcp-{self.port}",
                 daemon=True,
             ),
@@ -355,6 +385,9 @@ class DNSServer:
     def stop(self) -> None:
         """Stop all threads (bounded) and close the sockets."""
         self._stop.set()
+        if self._udp is not None:  # wake the UDP loop's select() at once
+            with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(b"\0", (self.host, self.port))
         with self._delayed_cv:
             self._delayed_cv.notify_all()
         if self._tcp is not None:
@@ -394,6 +427,22 @@ class DNSServer:
     def nameserver(self) -> tuple[str, int]:
         """(host, port) for code under test that takes a nameserver setting."""
         return self.host, self.port
+
+
+_SIMPLE_RDATA: dict[str, Callable[[str], object]] = {
+    "A": A,
+    "AAAA": AAAA,
+    "PTR": lambda v: PTR(normalize(v) + "."),
+    "CNAME": lambda v: CNAME(normalize(v) + "."),
+}
+
+
+def _rrs(name: str, qtype_name: str, rdata: str) -> list[RR]:
+    """RRs for one RDATA string; common types built directly (the zone parser is slow)."""
+    build = _SIMPLE_RDATA.get(qtype_name)
+    if build is not None:
+        return [RR(rname=name + ".", rtype=getattr(QTYPE, qtype_name), rdata=build(rdata), ttl=300)]
+    return list(RR.fromZone(f"{name}. 300 IN {qtype_name} {rdata}"))
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes | None:

@@ -40,9 +40,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
-from .browser import ChromiumNotInstalled, chromium_path, launch_chromium, new_page
+from .browser import CHROMIUM_PATH, launch_chromium, new_page
+from .browser import INSTALL_HINT as CHROMIUM_HINT
+from .browser import installed as chromium_installed
 from .dns import DNSServer
-from .dovecot import CAPABILITIES_WITHOUT_MOVE, Dovecot, DovecotNotInstalled
+from .dovecot import CAPABILITIES_WITHOUT_MOVE, Dovecot, find_dovecot
+from .dovecot import INSTALL_HINT as DOVECOT_HINT
 from .smtp import SMTPServer
 from .streamlit_app import StreamlitServer
 from .webhook import WebhookServer
@@ -112,10 +115,9 @@ class ImapAccount(NamedTuple):
 
 
 def _start_dovecot(**kwargs: Any) -> Dovecot:
-    try:
-        server = Dovecot(**kwargs)
-    except DovecotNotInstalled as e:
-        pytest.fail(str(e), pytrace=False)
+    if find_dovecot() is None:  # fail, never skip: CI must have it
+        pytest.fail(f"dovecot is not installed: {DOVECOT_HINT}", pytrace=False)
+    server = Dovecot(**kwargs)
     try:
         return server.start()
     except BaseException:
@@ -133,7 +135,7 @@ def dovecot() -> Iterator[Dovecot]:
     try:
         yield server
     finally:
-        server.close()
+        server.close(graceful=False)
 
 
 @pytest.fixture(scope="session")
@@ -143,7 +145,7 @@ def dovecot_no_move() -> Iterator[Dovecot]:
     try:
         yield server
     finally:
-        server.close()
+        server.close(graceful=False)
 
 
 @pytest.fixture
@@ -164,7 +166,7 @@ def dovecot_factory() -> Iterator[Callable[..., Dovecot]]:
     finally:
         for server in servers:
             with contextlib.suppress(Exception):
-                server.close()
+                server.close(graceful=False)
 
 
 def _user_prefix(request: pytest.FixtureRequest) -> str:
@@ -241,10 +243,8 @@ def webhook_server() -> Iterator[WebhookServer]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     """Headless Debian Chromium via Playwright for the whole session."""
-    try:
-        chromium_path()
-    except ChromiumNotInstalled as e:
-        pytest.fail(str(e), pytrace=False)
+    if not chromium_installed():  # fail, never skip: CI must have it
+        pytest.fail(f"{CHROMIUM_PATH} not found: {CHROMIUM_HINT}", pytrace=False)
     from playwright.sync_api import sync_playwright
 
     pw = sync_playwright().start()
