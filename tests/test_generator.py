@@ -411,6 +411,9 @@ def test_the_four_stories_exist(world: World) -> None:
     for story in world.stories:
         assert story.messages == sum(n for _, n in story.daily) > 0
         assert story.ips and story.first_day <= story.last_day
+        # no report that starts before the story carries it (a store would smear it backwards)
+        first_epoch = int(datetime.combine(story.first_day, datetime.min.time(), UTC).timestamp())
+        assert all(s.begin >= first_epoch for s, r in world.records() if r.label == story.label), story.key
 
 
 def test_seed_case_passes_dmarc_from_a_never_seen_m365_slash24_well_above_baseline(world: World) -> None:

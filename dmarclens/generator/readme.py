@@ -51,7 +51,7 @@ def render_readme(world: World, placements: list[Placement], written: list[Path]
     )
     add("")
     add(
-        f"**{len(written)} files, {total_bytes / 1024 / 1024:.2f} MB** (plus this README), holding "
+        f"**{len(written)} files, {total_bytes / 1024 / 1024:.2f} MB** (plus this README and `.gitattributes`), holding "
         f"{len(world.reports)} reports, {sum(len(r.records) for r in world.reports):,} records and "
         f"{sum(r.messages for r in world.reports):,} messages."
     )
