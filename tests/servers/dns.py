@@ -13,6 +13,7 @@ for the whole server (``server.mode = "servfail"``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import heapq
 import ipaddress
 import itertools
@@ -214,6 +215,7 @@ class DNSServer:
         self.mode: Behaviour = mode
         self.host = LOCALHOST
         self.port = port or free_udp_tcp_port()
+        self._auto_port = port is None
         self.queries: list[tuple[str, str, str]] = []
         self._stop = threading.Event()
         self._udp: socket.socket | None = None
@@ -357,6 +359,16 @@ class DNSServer:
         if self._threads:
             return self
         self._stop.clear()
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or not self._auto_port or attempt == 2:
+                    raise
+                self.port = free_udp_tcp_port()  # taken since we picked it: try another
+        return self
+
+    def _start_once(self) -> DNSServer:
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with contextlib.suppress(OSError):  # bursts of thousands of queries must not be dropped
             udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)

@@ -8,6 +8,7 @@ so tests stay synchronous.
 
 from __future__ import annotations
 
+import errno
 import tempfile
 import threading
 import time
@@ -82,8 +83,13 @@ class SMTPServer:
             kwargs["authenticator"] = self._authenticate
             kwargs["auth_required"] = require_auth
             kwargs["auth_require_tls"] = starttls  # without TLS configured, allow AUTH in clear
-        self._controller = Controller(
-            _Handler(self), hostname=self.host, port=self.port, ready_timeout=10, **kwargs
+        self._kwargs = kwargs
+        self._auto_port = port is None
+        self._controller = self._make_controller()
+
+    def _make_controller(self) -> Controller:
+        return Controller(
+            _Handler(self), hostname=self.host, port=self.port, ready_timeout=10, **self._kwargs
         )
 
     @property
@@ -120,8 +126,19 @@ class SMTPServer:
             return list(self.messages)
 
     def start(self) -> SMTPServer:
-        """Start the controller thread; returns when the server accepts connections."""
-        self._controller.start()
+        """Start the controller thread; returns when the server accepts connections.
+
+        If the free port we picked was taken meanwhile, retry on a new one.
+        """
+        for attempt in range(3):
+            try:
+                self._controller.start()
+                return self
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or not self._auto_port or attempt == 2:
+                    raise
+                self.port = free_port()
+                self._controller = self._make_controller()
         return self
 
     def stop(self) -> None:

@@ -61,9 +61,11 @@ class StreamlitServer:
         self.env = dict(env or {})
         self.args = list(args)
         self.port = port or free_port()
+        self._auto_port = port is None
         self.host = LOCALHOST
         self.cwd = Path(cwd) if cwd else None
         self.streamlit_options = list(streamlit_options)
+        self._own_log = log_path is None
         if log_path is None:
             fd, name = tempfile.mkstemp(prefix="dmarclens-streamlit-", suffix=".log")
             os.close(fd)
@@ -109,6 +111,16 @@ class StreamlitServer:
             return self
         if not self.app_path.is_file():
             raise FileNotFoundError(f"Streamlit app not found: {self.app_path}")
+        for attempt in range(3):
+            try:
+                return self._start_once(timeout)
+            except StreamlitStartError as e:
+                if "is not available" not in str(e) or not self._auto_port or attempt == 2:
+                    raise
+                self.port = free_port()  # taken since we picked it: try another
+        return self
+
+    def _start_once(self, timeout: float) -> StreamlitServer:
         env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
@@ -136,6 +148,10 @@ class StreamlitServer:
                         f"streamlit not healthy after {timeout:.0f}s at {self.url}\n" + self._tail()
                     )
                 time.sleep(0.1)
+            if self.process.poll() is not None:  # "healthy" was another server on our port
+                raise StreamlitStartError(
+                    f"streamlit exited with code {self.process.returncode} while starting\n" + self._tail()
+                )
         except BaseException:
             self.stop()
             raise
@@ -162,11 +178,17 @@ class StreamlitServer:
                 proc.wait(timeout=5)
             self.process = None
 
+    def close(self) -> None:
+        """Stop the server and delete the log file if we created it (start errors already quote it)."""
+        self.stop()
+        if self._own_log:
+            self.log_path.unlink(missing_ok=True)
+
     def __enter__(self) -> StreamlitServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
     def __repr__(self) -> str:
         return f"<StreamlitServer {self.app_path} at {self.url}>"
