@@ -129,6 +129,7 @@ class Reporter:
     envelope_to: bool = False
     skip: float = 0.0  # probability of a missing day
     period_days: int = 1
+    outage_at: float | None = None  # fraction of the window where an outage ends in one 72-hour report
     version: str | None = None
     xml_declaration: str = '<?xml version="1.0" encoding="UTF-8"?>'
     root_attrs: tuple[tuple[str, str], ...] = ()
@@ -362,6 +363,7 @@ def default_reporters() -> tuple[Reporter, ...]:
             email="dmarc_support@comcast.net",
             receiver="comcast.net",
             mail_from="dmarc-reports@comcast.net",
+            outage_at=0.6,
             shares=(("example.com", 0.02), ("example.org", 0.05), ("shop.example.net", 0.06)),
             skip=0.10,
             delay_hours=(5, 12),
@@ -678,7 +680,7 @@ class _Simulator:
         if rep.period_days > 1:
             return [(d, rep.period_days) for d in range(0, days - rep.period_days + 1, rep.period_days)]
         out: list[tuple[int, int]] = []
-        multi_day = int(days * 0.6) if rep.key == "comcast" else None
+        multi_day = int(days * rep.outage_at) if rep.outage_at is not None else None
         # Days that are never reported: a fixed number, so every skipping
         # reporter really does miss some days whatever the seed.
         n_skip = min(days - 1, max(1, round(rep.skip * days))) if rep.skip > 0 and days > 2 else 0
