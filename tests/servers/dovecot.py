@@ -162,7 +162,8 @@ class Dovecot:
 
         ``workdir`` defaults to a fresh world-traversable temp dir: as root the
         mail processes run as the ``dovecot`` user, which cannot enter pytest's
-        0700 ``tmp_path``. ``capabilities`` replaces the post-login CAPABILITY
+        0700 ``tmp_path`` (if you pass one as root, every parent must be
+        traversable by ``dovecot``). ``capabilities`` replaces the post-login CAPABILITY
         list (see ``CAPABILITIES_WITHOUT_MOVE``). ``oauth2`` adds an XOAUTH2 /
         OAUTHBEARER passdb backed by a local introspection endpoint.
         """
@@ -189,10 +190,16 @@ class Dovecot:
         self._started_at = 0.0
         self._lock = threading.RLock()
         self.imap_port, self.imaps_port = free_ports(2)
-        self.certs: CertPair = make_self_signed_cert(self.workdir / "tls", "dovecot")
-        self.ca_file: Path = self.certs.ca_file
-        self.oauth: TokenIntrospectionServer | None = TokenIntrospectionServer() if oauth2 else None
-        self._write_passwd()
+        self.oauth: TokenIntrospectionServer | None = None
+        try:
+            self.certs: CertPair = make_self_signed_cert(self.workdir / "tls", "dovecot")
+            self.ca_file: Path = self.certs.ca_file
+            self.oauth = TokenIntrospectionServer() if oauth2 else None
+            self._write_passwd()
+        except BaseException:
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
         _live_servers.add(self)
 
     # ------------------------------------------------------------------ config
