@@ -351,6 +351,8 @@ class MailboxRunner:
             log.warning("WARNING: --tls none: the password for %s crosses the network in clear text", s.label)
             self._warned_insecure = True
         self.conn.connect()
+        if not self.conn.folder_exists(s.folder):
+            self.conn.select(s.folder, readonly=True)  # raises the "does not exist (folders: ...)" error
         if self.o.dry_run:
             for folder in (s.archive_folder, s.invalid_folder):
                 if not self.conn.folder_exists(folder):

@@ -162,6 +162,8 @@ def _echo_summary(result: Any, db: Path) -> None:
             f"{m.invalid} to invalid{extra}",
             err=True,
         )
+    if all(m.error or m.locked for m in result.mailboxes) and not s.items:
+        return  # the error lines above say it all
     prefix = "dry run, nothing stored: " if result.dry_run else ""
     click.echo(
         f"dmarclens: {prefix}{s.stored} stored, {s.duplicates} duplicates, {s.rejected} rejected, "

@@ -149,8 +149,12 @@ class ImapConnection:
             ) from None
         except TimeoutError:
             if not self._ready:
+                hint = ""
+                if self.settings.tls != "implicit" and doing == "connecting":
+                    # An IMAPS port waits silently for a TLS handshake that never comes.
+                    hint = "; if this is an IMAPS port (usually 993), use --tls implicit"
                 raise self._err(
-                    ImapConnectError, f"no answer within {self.settings.timeout:.0f}s while {doing}"
+                    ImapConnectError, f"no answer within {self.settings.timeout:.0f}s while {doing}{hint}"
                 ) from None
             self._drop()
             raise self._err(

@@ -167,6 +167,7 @@ def stored_report_ids(db: Path) -> list[str]:
 
 
 def fetch_args(account: ImapAccount, db: Path, *extra: str, tls: str = "starttls") -> list[str]:
+    """CLI arguments for the account; ``tls="bare"`` adds no TLS/port options (the test gives its own)."""
     args = ["fetch", "--host", account.host, "--user", account.user, "--db", str(db)]
     if tls == "starttls":
         args += ["--tls", "starttls", "--port", str(account.port), "--ca-file", str(account.ca_file)]
@@ -188,10 +189,11 @@ def cli_env(account: ImapAccount | None, extra: dict[str, str] | None = None) ->
 
 
 def run_fetch(account: ImapAccount, db: Path, *extra: str, tls: str = "starttls",
-              env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`python -m dmarclens fetch ...` as a user runs it, password in the environment."""
+              env: dict[str, str] | None = None, timeout: float = 60,
+              global_args: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    """`python -m dmarclens [global_args] fetch ...` as a user runs it, password in the environment."""
     return subprocess.run(
-        [sys.executable, "-m", "dmarclens", *fetch_args(account, db, *extra, tls=tls)],
+        [sys.executable, "-m", "dmarclens", *global_args, *fetch_args(account, db, *extra, tls=tls)],
         env=cli_env(account, env), capture_output=True, text=True, timeout=timeout, cwd=db.parent,
     )
 
