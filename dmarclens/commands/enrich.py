@@ -1,0 +1,159 @@
+"""`dmarclens enrich` and `dmarclens posture`: the click layer over
+``dmarclens.enrich.rdns`` / ``classify`` / ``posture``.
+
+Only argument handling and output live here. Both commands do their DNS with
+no database connection open, so a dashboard or a cron ingest can use the file
+meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from dmarclens.cli import config_option, db_option, fail, run_guarded
+from dmarclens.enrich.rdns import DEFAULT_CONCURRENCY, DEFAULT_REFRESH_DAYS, DEFAULT_TIMEOUT, parse_nameserver
+
+
+def _check_nameservers(values: tuple[str, ...]) -> tuple[str, ...]:
+    for ns in values:
+        try:
+            parse_nameserver(ns)
+        except ValueError as e:
+            raise click.BadParameter(f"{ns!r}: {e} (give IP or IP:PORT)", param_hint="--nameserver") from e
+    return values
+
+
+nameserver_option = click.option(
+    "--nameserver", "nameservers", multiple=True, metavar="IP[:PORT]",
+    help="DNS server to ask (repeat for several; default: the system's resolvers).",
+)
+timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=0.05), default=DEFAULT_TIMEOUT, show_default=True,
+    help="Seconds each DNS lookup may take.",
+)
+
+
+@click.command()
+@db_option
+@config_option
+@nameserver_option
+@timeout_option
+@click.option("--concurrency", type=click.IntRange(min=1, max=4096), default=DEFAULT_CONCURRENCY,
+              show_default=True, help="Lookups in flight at once.")
+@click.option("--refresh-days", type=click.FloatRange(min=0), default=DEFAULT_REFRESH_DAYS, show_default=True,
+              help="Look an IP up again when its last answer is older than this.")
+@click.option("--no-dns", "no_dns", is_flag=True,
+              help="Skip reverse DNS; only refresh traffic classes and lookalikes.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+def enrich(db: str | None, config: str | None, nameservers: tuple[str, ...], timeout: float, concurrency: int,
+           refresh_days: float, no_dns: bool, as_json: bool) -> None:
+    """Resolve reverse DNS of source IPs, then classify traffic and flag lookalikes.
+
+    Looks up the PTR name of every IP never resolved, resolved with a
+    temporary failure (timeout, SERVFAIL), or older than --refresh-days;
+    checks that the name resolves back to the IP (FCrDNS); derives the base
+    domain and the sending service. Then recomputes each record's traffic
+    class (authorized, forwarded, misconfigured, spoofed, unknown; rules and
+    [identity] config overrides in docs/identity.md) and the lookalike
+    identifiers table. DNS runs with the database closed.
+
+    \b
+    Example:
+      dmarclens enrich --db reports.duckdb
+      dmarclens enrich --nameserver 127.0.0.1:5353 --timeout 1 --concurrency 512
+      dmarclens enrich --no-dns      # after editing [[identity.overrides]]
+    """
+    from dmarclens.config import load_settings
+    from dmarclens.enrich.rdns import enrich_db
+
+    _check_nameservers(nameservers)
+    settings = run_guarded(load_settings, config=config, db=db)
+    if not settings.db.exists():
+        fail(f"database {settings.db}: not found (run `dmarclens ingest PATH --db {settings.db}` first)")
+    stats = run_guarded(
+        enrich_db, settings.db, nameservers=nameservers, timeout=timeout, concurrency=concurrency,
+        refresh_days=refresh_days, lock_timeout=settings.lock_timeout, settings_raw=settings.raw,
+        owned_domains=settings.domains, resolve=not no_dns,
+    )
+    if as_json:
+        click.echo(json.dumps({
+            "ips_considered": stats.considered, "resolved": stats.resolved, "by_status": stats.by_status,
+            "records_reclassified": stats.classified, "lookalikes": stats.lookalikes,
+            "seconds": round(stats.seconds, 3),
+        }, indent=2))
+        return
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(stats.by_status.items())) or "none pending"
+    click.echo(
+        f"{stats.resolved} IPs looked up ({statuses}); {stats.classified} records reclassified; "
+        f"{stats.lookalikes} lookalike identifiers; {stats.seconds:.1f}s → {settings.db}",
+        err=True,
+    )
+
+
+@click.command()
+@click.argument("domains", nargs=-1)
+@db_option
+@config_option
+@nameserver_option
+@timeout_option
+@click.option("--unused-days", type=click.IntRange(min=1), default=30, show_default=True,
+              help="An SPF include counts as unused when no report shows mail passing SPF through it "
+                   "in this many days before the newest report.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def posture(domains: tuple[str, ...], db: str | None, config: str | None, nameservers: tuple[str, ...],
+            timeout: float, unused_days: int, fmt: str) -> None:
+    """Check the live DMARC, SPF and DKIM records of your domains.
+
+    Reports DMARC policy strength (p, sp, np, pct, rua), SPF lookup count and
+    +all/?all, SPF includes that authorize shared platforms (Microsoft 365,
+    Google, SendGrid, Mailgun, Amazon SES, Mailchimp ...) where any of their
+    customers passes SPF as you, whether the reports show each in real use,
+    and the DKIM keys of selectors the reports show. DOMAINS default to the
+    configured domains, else every domain in the reports. Results are stored
+    with a timestamp (posture_checks) for the dashboard.
+
+    \b
+    Example:
+      dmarclens posture example.com --db reports.duckdb
+      dmarclens posture --format json --nameserver 9.9.9.9
+    """
+    from dmarclens.config import load_settings
+    from dmarclens.enrich.posture import posture_db
+
+    _check_nameservers(nameservers)
+    settings = run_guarded(load_settings, config=config, db=db)
+    results = run_guarded(
+        posture_db, settings.db, domains, configured=settings.domains, nameservers=nameservers,
+        timeout=timeout, unused_days=unused_days, lock_timeout=settings.lock_timeout,
+    )
+    if not results:
+        fail("no domains to check: name them, set `domains` in the config, or ingest reports first", 2)
+    if fmt == "json":
+        click.echo(json.dumps([p.to_json() for p in results], indent=2))
+        return
+    from dmarclens.output import to_table
+
+    rows = []
+    for p in results:
+        d, s = p.dmarc, p.spf
+        shared = sorted({i.platform for i in s.includes if i.multi_tenant and i.platform})
+        unused = sorted({i.platform for i in s.includes if i.multi_tenant and i.unused and i.platform})
+        rows.append([
+            p.domain, d.strength, d.p, d.sp, d.np, d.pct, "yes" if d.rua else "no",
+            s.status, s.lookups if s.record else None, s.all, ", ".join(shared), ", ".join(unused),
+            len([k for k in p.dkim if k.status == "ok"]), len(p.dkim),
+        ])
+    click.echo(to_table(
+        ["domain", "dmarc", "p", "sp", "np", "pct", "rua", "spf", "lookups", "all", "shared platforms",
+         "unused", "dkim ok", "selectors"],
+        rows,
+    ))
+    for p in results:
+        if p.findings:
+            click.echo(f"\n{p.domain}:")
+            for line in p.findings:
+                click.echo(f"  - {line}")
+    sys.stdout.flush()

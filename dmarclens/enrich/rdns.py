@@ -1,0 +1,457 @@
+"""Reverse DNS for source IPs, off the ingest path: PTR, forward confirmation,
+base domain and service name, many lookups in flight at once.
+
+Why a separate step: reverse DNS is what makes other DMARC tools crawl
+(parsedmarc resolves one IP at a time inside parsing; a big Google report
+takes hours). Here ``dmarclens ingest`` stores reports with offline facts
+only, and ``dmarclens enrich`` resolves PTRs later, concurrently, each lookup
+bounded by a timeout, with no database connection open while DNS runs:
+
+    ips = pending_ips(db)            # short read, connection closed
+    results = resolve_many(ips, ...) # DNS, no DB lock held
+    store_results(db, results)       # one short write transaction
+
+Statuses stored in ``ip_info.rdns_status``:
+
+- ``ok``: a PTR name was found;
+- ``nxdomain``: the reverse name does not exist (the common "no PTR" case);
+- ``nodata``: the reverse name exists but carries no PTR record;
+- ``timeout``: no answer within the timeout;
+- ``servfail``: the server answered SERVFAIL or REFUSED;
+- ``error``: anything else (malformed address, a broken answer).
+
+``ok``/``nxdomain``/``nodata`` are facts about the IP, refreshed after
+``--refresh-days``; ``timeout``/``servfail``/``error`` are facts about the
+path to DNS and are retried on the next run, so one run with DNS down does
+not hide names for weeks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dmarclens.enrich.offline import service_for_base_domain, service_map
+from dmarclens.errors import DmarcLensError
+
+if TYPE_CHECKING:
+    import dns.message
+    import dns.name
+    import duckdb
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_CONCURRENCY = 256
+DEFAULT_REFRESH_DAYS = 30
+MAX_PTR_NAMES_CHECKED = 3
+"""An IP may carry several PTR names; forward-confirm only the first few so
+one odd host cannot multiply the lookups."""
+
+FINAL_STATUSES = ("ok", "nxdomain", "nodata")
+RETRY_STATUSES = ("timeout", "servfail", "error")
+
+
+class DnsConfigError(DmarcLensError):
+    """No nameserver to ask (no --nameserver and no usable /etc/resolv.conf)."""
+
+
+@dataclass(frozen=True)
+class RdnsResult:
+    """What one reverse lookup found. ``fcrdns`` is None when unknown (no PTR,
+    or the forward lookup itself failed), False only when the forward answer
+    came back without the IP."""
+
+    ip: str
+    status: str
+    reverse_dns: str | None = None
+    fcrdns: bool | None = None
+    base_domain: str | None = None
+    resolved_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str | None
+    type: str | None
+    source: str | None
+
+
+@dataclass(frozen=True)
+class EnrichStats:
+    """Summary of one ``dmarclens enrich`` run, printed by the CLI."""
+
+    considered: int
+    resolved: int
+    by_status: dict[str, int]
+    seconds: float
+    classified: int = 0
+    lookalikes: int = 0
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """``IP``, ``IP:PORT``, ``[IPv6]:PORT`` or bare IPv6 → (address, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else 53
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = int(port_text)
+    else:
+        host, port = text, 53
+    ipaddress.ip_address(host)  # raises ValueError on a host name: resolvers are given by address
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range: {port}")
+    return host, port
+
+
+class DnsClient:
+    """Stub-resolver queries over UDP (TCP on truncation), each bounded by ``timeout``.
+
+    Why not ``dns.asyncresolver.Resolver``: its per-query bookkeeping roughly
+    doubles the CPU per lookup, and enrichment is CPU-bound once many lookups
+    are in flight (see benchmarks/enrich.md). dnspython still builds, sends and
+    validates every message (random source port and ID per query, response
+    must match the question), so nothing about DNS is hand-rolled here.
+
+    With several nameservers each query starts at the next one in turn and
+    falls through to the others on timeout, SERVFAIL or REFUSED, all inside the
+    one ``timeout`` budget.
+    """
+
+    def __init__(self, nameservers: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT) -> None:
+        if nameservers:
+            self.servers = [parse_nameserver(ns) for ns in nameservers]
+        else:
+            self.servers = system_nameservers()
+        self.timeout = timeout
+        self._turn = 0
+
+    async def query(self, qname: str | dns.name.Name, rdtype: str) -> tuple[str, dns.message.Message | None]:
+        """(status, response): status is ok, nxdomain, timeout, servfail or error."""
+        import dns.asyncquery
+        import dns.exception
+        import dns.flags
+        import dns.message
+        import dns.rcode
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        request = dns.message.make_query(qname, rdtype)
+        n = len(self.servers)
+        start, self._turn = self._turn, (self._turn + 1) % n
+        status = "timeout"
+        for i in range(n):
+            host, port = self.servers[(start + i) % n]
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            budget = remaining / (n - i)
+            try:
+                response = await dns.asyncquery.udp(
+                    request, host, timeout=budget, port=port, ignore_unexpected=True
+                )
+                if response.flags & dns.flags.TC:
+                    response = await dns.asyncquery.tcp(
+                        request, host, timeout=max(0.01, deadline - loop.time()), port=port
+                    )
+            except dns.exception.Timeout:
+                status = "timeout"
+                continue
+            except (dns.exception.DNSException, OSError, EOFError):
+                status = "error"
+                continue
+            rcode = response.rcode()
+            if rcode == dns.rcode.NOERROR:
+                return "ok", response
+            if rcode == dns.rcode.NXDOMAIN:
+                return "nxdomain", response
+            status = "servfail" if rcode in (dns.rcode.SERVFAIL, dns.rcode.REFUSED) else "error"
+        return status, None
+
+
+def system_nameservers() -> list[tuple[str, int]]:
+    """The nameservers in /etc/resolv.conf, as dnspython reads them."""
+    import dns.resolver
+
+    try:
+        found = dns.resolver.Resolver().nameservers
+    except dns.resolver.NoResolverConfiguration as e:
+        raise DnsConfigError("no system resolver configured; pass --nameserver IP[:PORT]") from e
+    servers = [parse_nameserver(str(ns)) for ns in found]
+    if not servers:
+        raise DnsConfigError("no system resolver configured; pass --nameserver IP[:PORT]")
+    return servers
+
+
+def base_domain_of(name: str | None) -> str | None:
+    """Registrable domain of a host name, public-suffix aware.
+
+    Reuses parsedmarc's ``get_base_domain`` (publicsuffixlist plus parsedmarc's
+    own overrides for ISPs that put customer names left of a shared suffix),
+    so dmarclens groups PTR names exactly as the service map expects.
+    """
+    if not name:
+        return None
+    from parsedmarc.utils import get_base_domain
+
+    try:
+        return get_base_domain(name.rstrip(".").lower())
+    except Exception:  # noqa: BLE001 - a malformed PTR name must not stop the batch
+        return None
+
+
+def service_for(
+    base_domain: str | None, as_domain: str | None, as_name: str | None
+) -> Service:
+    """Service name/type for an IP from its PTR base domain and AS facts.
+
+    Order, as parsedmarc attributes sources: the PTR base domain in the service
+    map (``rdns``); else the AS domain in the map (``as_domain``); else the PTR
+    base domain itself as the name, type unknown (``rdns_domain``); else the AS
+    name (``as_name``, weak: a whole hosting provider).
+    """
+    hit = service_for_base_domain(base_domain)
+    if hit:
+        return Service(hit[0] or None, hit[1] or None, "rdns")
+    if as_domain and as_domain.lower() in service_map():
+        name, kind = service_map()[as_domain.lower()]
+        return Service(name or None, kind or None, "as_domain")
+    if base_domain:
+        return Service(base_domain, None, "rdns_domain")
+    if as_name:
+        return Service(as_name, None, "as_name")
+    return Service(None, None, None)
+
+
+def _rdata_of(response: dns.message.Message | None, rdtype: str) -> list[object]:
+    """Records of ``rdtype`` in the answer section, whatever name they hang on
+    (a CNAME chain, as in RFC 2317 classless reverse delegation, ends there)."""
+    import dns.rdatatype
+
+    if response is None:
+        return []
+    want = dns.rdatatype.from_text(rdtype)
+    return [rd for rrset in response.answer if rrset.rdtype == want for rd in rrset]
+
+
+async def _forward_confirms(client: DnsClient, name: str, addr: IPAddress) -> bool | None:
+    """True if ``name`` resolves (A or AAAA, by the IP's family) back to ``addr``;
+    None if the forward lookup could not be completed."""
+    rdtype = "A" if addr.version == 4 else "AAAA"
+    status, response = await client.query(name + ".", rdtype)
+    if status == "nxdomain":
+        return False
+    if status != "ok":
+        return None
+    return any(ipaddress.ip_address(rd.address) == addr for rd in _rdata_of(response, rdtype))  # type: ignore[attr-defined]
+
+
+async def resolve_one(client: DnsClient, ip: str) -> RdnsResult:
+    """PTR, then forward confirmation of the PTR names, for one IP."""
+    now = datetime.now(UTC)
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return RdnsResult(ip, "error", resolved_at=now)
+    status, response = await client.query(addr.reverse_pointer + ".", "PTR")
+    if status != "ok":
+        return RdnsResult(ip, status, resolved_at=now)
+    names = [rd.target.to_text().rstrip(".").lower() for rd in _rdata_of(response, "PTR")]  # type: ignore[attr-defined]
+    names = [n for n in names if n]
+    if not names:
+        return RdnsResult(ip, "nodata", resolved_at=now)
+    fcrdns: bool | None = False
+    chosen = names[0]
+    for name in names[:MAX_PTR_NAMES_CHECKED]:
+        confirmed = await _forward_confirms(client, name, addr)
+        if confirmed:
+            fcrdns, chosen = True, name
+            break
+        if confirmed is None:
+            fcrdns = None
+    return RdnsResult(ip, "ok", chosen, fcrdns, base_domain_of(chosen), now)
+
+
+async def resolve_many_async(
+    ips: Iterable[str],
+    *,
+    nameservers: Sequence[str] = (),
+    timeout: float = DEFAULT_TIMEOUT,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> list[RdnsResult]:
+    """Resolve every IP with at most ``concurrency`` lookups in flight.
+
+    A fixed pool of workers pulls from one queue, so memory stays flat for
+    100,000 IPs and a timing-out IP only holds its own worker. Every DNS query
+    has its own deadline (``DnsClient``), so one IP takes at most
+    ``timeout * (1 + MAX_PTR_NAMES_CHECKED)``; no extra ``wait_for`` task per
+    IP, which would cost more CPU than the lookup's own bookkeeping.
+    """
+    client = DnsClient(nameservers, timeout)
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for ip in ips:
+        queue.put_nowait(ip)
+    results: list[RdnsResult] = []
+
+    async def worker() -> None:
+        while True:
+            try:
+                ip = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            results.append(await resolve_one(client, ip))
+
+    n = max(1, min(concurrency, queue.qsize()))
+    await asyncio.gather(*(worker() for _ in range(n)))
+    return results
+
+
+def resolve_many(
+    ips: Iterable[str],
+    *,
+    nameservers: Sequence[str] = (),
+    timeout: float = DEFAULT_TIMEOUT,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> list[RdnsResult]:
+    """Blocking wrapper for callers without an event loop (the CLI, tests)."""
+    return asyncio.run(
+        resolve_many_async(ips, nameservers=nameservers, timeout=timeout, concurrency=concurrency)
+    )
+
+
+# --- the database side -------------------------------------------------------
+
+
+def pending_ips(
+    con: duckdb.DuckDBPyConnection, *, refresh_days: float = DEFAULT_REFRESH_DAYS, now: datetime | None = None
+) -> list[str]:
+    """IPs never resolved, resolved with a transient failure, or older than ``refresh_days``."""
+    now = now or datetime.now(UTC)
+    stale_before = now - timedelta(days=refresh_days)
+    rows = con.execute(
+        """SELECT ip FROM ip_info
+           WHERE rdns_status IS NULL
+              OR rdns_status NOT IN (SELECT unnest(?))
+              OR rdns_resolved_at IS NULL
+              OR rdns_resolved_at < ?
+           ORDER BY ip""",
+        [list(FINAL_STATUSES), stale_before],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def store_results(con: duckdb.DuckDBPyConnection, results: Sequence[RdnsResult]) -> int:
+    """Write results into ip_info (caller owns the transaction).
+
+    A transient failure (timeout, servfail) keeps the PTR name, base domain and
+    service a previous run found: a flaky resolver must not erase good facts.
+    A definitive answer (ok, nxdomain, nodata) replaces them.
+    """
+    if not results:
+        return 0
+    import pyarrow as pa
+
+    ips = [r.ip for r in results]
+    as_facts = {
+        ip: (as_domain, as_name)
+        for ip, as_domain, as_name in con.execute(
+            "SELECT ip, as_domain, as_name FROM ip_info WHERE ip IN (SELECT unnest(?))", [ips]
+        ).fetchall()
+    }
+    rows: dict[str, list[object]] = {
+        k: [] for k in ("ip", "status", "reverse_dns", "base_domain", "fcrdns", "resolved_at",
+                        "definitive", "service_name", "service_type", "service_source")
+    }
+    for r in results:
+        as_domain, as_name = as_facts.get(r.ip, (None, None))
+        definitive = r.status in FINAL_STATUSES
+        svc = service_for(r.base_domain if r.status == "ok" else None, as_domain, as_name)
+        for key, value in (
+            ("ip", r.ip), ("status", r.status), ("reverse_dns", r.reverse_dns), ("base_domain", r.base_domain),
+            ("fcrdns", r.fcrdns), ("resolved_at", r.resolved_at), ("definitive", definitive),
+            ("service_name", svc.name), ("service_type", svc.type), ("service_source", svc.source),
+        ):
+            rows[key].append(value)
+    table = pa.table({
+        **{k: v for k, v in rows.items() if k not in ("fcrdns", "resolved_at", "definitive")},
+        "fcrdns": pa.array(rows["fcrdns"], type=pa.bool_()),
+        "definitive": pa.array(rows["definitive"], type=pa.bool_()),
+        "resolved_at": pa.array(rows["resolved_at"], type=pa.timestamp("us", tz="UTC")),
+    })
+    con.register("_dl_rdns", table)
+    try:
+        con.execute(
+            """UPDATE ip_info SET
+                 rdns_status = n.status,
+                 rdns_resolved_at = n.resolved_at,
+                 reverse_dns = CASE WHEN n.definitive THEN n.reverse_dns ELSE ip_info.reverse_dns END,
+                 base_domain = CASE WHEN n.definitive THEN n.base_domain ELSE ip_info.base_domain END,
+                 fcrdns = CASE WHEN n.definitive THEN n.fcrdns ELSE ip_info.fcrdns END,
+                 service_name = CASE WHEN n.definitive THEN n.service_name ELSE ip_info.service_name END,
+                 service_type = CASE WHEN n.definitive THEN n.service_type ELSE ip_info.service_type END,
+                 service_source = CASE WHEN n.definitive THEN n.service_source ELSE ip_info.service_source END
+               FROM _dl_rdns n WHERE ip_info.ip = n.ip"""
+        )
+    finally:
+        con.unregister("_dl_rdns")
+    return len(results)
+
+
+def enrich_db(
+    db_path: str | Path,
+    *,
+    nameservers: Sequence[str] = (),
+    timeout: float = DEFAULT_TIMEOUT,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    refresh_days: float = DEFAULT_REFRESH_DAYS,
+    lock_timeout: float = 30.0,
+    settings_raw: dict[str, object] | None = None,
+    owned_domains: Sequence[str] = (),
+    resolve: bool = True,
+) -> EnrichStats:
+    """Library entry point behind ``dmarclens enrich``.
+
+    Reads the pending IPs and closes the database, resolves with no connection
+    open (a dashboard or a cron ingest can use the file meanwhile), then writes
+    every result, the traffic classes and the lookalike table in one transaction.
+    """
+    import time
+
+    from dmarclens.enrich import classify
+    from dmarclens.store import db as dbmod
+
+    started = time.monotonic()
+    with dbmod.open_db(db_path, lock_timeout=lock_timeout) as con:
+        ips = pending_ips(con, refresh_days=refresh_days) if resolve else []
+    results: list[RdnsResult] = []
+    if ips:
+        log.info("resolving %d IPs (%d in flight, %.1fs timeout)", len(ips), concurrency, timeout)
+        results = resolve_many(ips, nameservers=nameservers, timeout=timeout, concurrency=concurrency)
+    by_status: dict[str, int] = {}
+    for r in results:
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    with dbmod.open_db(db_path, lock_timeout=lock_timeout) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            store_results(con, results)
+            rules = classify.rules_from_settings(settings_raw or {})
+            classified = classify.refresh(con, rules)
+            lookalikes = classify.refresh_lookalikes(con, owned_domains)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return EnrichStats(
+        considered=len(ips), resolved=len(results), by_status=by_status,
+        seconds=time.monotonic() - started, classified=classified, lookalikes=lookalikes,
+    )
