@@ -159,7 +159,9 @@ def cli(verbose: int, quiet: bool) -> None:
 @db_option
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: bool) -> None:
+@click.option("--enrich", "with_enrich", is_flag=True,
+              help="After storing, run `dmarclens enrich` ([enrich] config); DNS trouble never loses reports.")
+def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: bool, with_enrich: bool) -> None:
     """Ingest report files and folders into the database.
 
     PATHS may be .xml, .xml.gz/.gz, .zip report files, saved report mail
@@ -175,6 +177,7 @@ def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: 
     Example:
       dmarclens ingest ~/dmarc-reports/ --db reports.duckdb
       dmarclens ingest report.xml.gz inbox.mbox --json
+      dmarclens ingest ~/dmarc-reports/ --enrich
     """
     from dmarclens.config import load_settings
     from dmarclens.pipeline import ingest_paths
@@ -194,6 +197,10 @@ def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: 
             f"in {summary.seconds:.1f}s → {settings.db}",
             err=True,
         )
+    if with_enrich:
+        from dmarclens.commands.enrich import enrich_after_ingest
+
+        enrich_after_ingest(settings)
     sys.exit(summary.exit_code)
 
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from dmarclens.cli import config_option, db_option, fail, run_guarded
 from dmarclens.enrich.rdns import DEFAULT_CONCURRENCY, DEFAULT_REFRESH_DAYS, DEFAULT_TIMEOUT, parse_nameserver
+from dmarclens.errors import DmarcLensError
+
+if TYPE_CHECKING:
+    from dmarclens.config import Settings
 
 
 def _check_nameservers(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -28,11 +33,11 @@ def _check_nameservers(values: tuple[str, ...]) -> tuple[str, ...]:
 
 nameserver_option = click.option(
     "--nameserver", "nameservers", multiple=True, metavar="IP[:PORT]",
-    help="DNS server to ask (repeat for several; default: the system's resolvers).",
+    help="DNS server to ask (repeat for several; default: [enrich] nameservers, else the system's resolvers).",
 )
 timeout_option = click.option(
-    "--timeout", type=click.FloatRange(min=0.05), default=DEFAULT_TIMEOUT, show_default=True,
-    help="Seconds each DNS lookup may take.",
+    "--timeout", type=click.FloatRange(min=0.05), default=None,
+    help=f"Seconds each DNS lookup may take (default: [enrich] timeout, else {DEFAULT_TIMEOUT:g}).",
 )
 
 
@@ -41,15 +46,16 @@ timeout_option = click.option(
 @config_option
 @nameserver_option
 @timeout_option
-@click.option("--concurrency", type=click.IntRange(min=1, max=4096), default=DEFAULT_CONCURRENCY,
-              show_default=True, help="Lookups in flight at once.")
-@click.option("--refresh-days", type=click.FloatRange(min=0), default=DEFAULT_REFRESH_DAYS, show_default=True,
-              help="Look an IP up again when its last answer is older than this.")
+@click.option("--concurrency", type=click.IntRange(min=1, max=4096), default=None,
+              help=f"Lookups in flight at once (default: [enrich] concurrency, else {DEFAULT_CONCURRENCY}).")
+@click.option("--refresh-days", type=click.FloatRange(min=0), default=None,
+              help="Look an IP up again when its last answer is older than this "
+                   f"(default: [enrich] refresh_days, else {DEFAULT_REFRESH_DAYS}).")
 @click.option("--no-dns", "no_dns", is_flag=True,
               help="Skip reverse DNS; only refresh traffic classes and lookalikes.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-def enrich(db: str | None, config: str | None, nameservers: tuple[str, ...], timeout: float, concurrency: int,
-           refresh_days: float, no_dns: bool, as_json: bool) -> None:
+def enrich(db: str | None, config: str | None, nameservers: tuple[str, ...], timeout: float | None,
+           concurrency: int | None, refresh_days: float | None, no_dns: bool, as_json: bool) -> None:
     """Resolve reverse DNS of source IPs, then classify traffic and flag lookalikes.
 
     Looks up the PTR name of every IP never resolved, resolved with a
@@ -67,16 +73,18 @@ def enrich(db: str | None, config: str | None, nameservers: tuple[str, ...], tim
       dmarclens enrich --no-dns      # after editing [[identity.overrides]]
     """
     from dmarclens.config import load_settings
-    from dmarclens.enrich.rdns import enrich_db
+    from dmarclens.enrich.rdns import EnrichOptions, enrich_db
 
     _check_nameservers(nameservers)
     settings = run_guarded(load_settings, config=config, db=db)
+    opts = run_guarded(EnrichOptions.resolve, settings.raw, nameservers=nameservers, timeout=timeout,
+                       concurrency=concurrency, refresh_days=refresh_days)
     if not settings.db.exists():
         fail(f"database {settings.db}: not found (run `dmarclens ingest PATH --db {settings.db}` first)")
     stats = run_guarded(
-        enrich_db, settings.db, nameservers=nameservers, timeout=timeout, concurrency=concurrency,
-        refresh_days=refresh_days, lock_timeout=settings.lock_timeout, settings_raw=settings.raw,
-        owned_domains=settings.domains, resolve=not no_dns,
+        enrich_db, settings.db, nameservers=opts.nameservers, timeout=opts.timeout,
+        concurrency=opts.concurrency, refresh_days=opts.refresh_days, lock_timeout=settings.lock_timeout,
+        settings_raw=settings.raw, owned_domains=settings.domains, resolve=not no_dns,
     )
     if as_json:
         click.echo(json.dumps({
@@ -85,12 +93,40 @@ def enrich(db: str | None, config: str | None, nameservers: tuple[str, ...], tim
             "seconds": round(stats.seconds, 3),
         }, indent=2))
         return
-    statuses = ", ".join(f"{n} {s}" for s, n in sorted(stats.by_status.items())) or "none pending"
-    click.echo(
-        f"{stats.resolved} IPs looked up ({statuses}); {stats.classified} records reclassified; "
-        f"{stats.lookalikes} lookalike identifiers; {stats.seconds:.1f}s → {settings.db}",
-        err=True,
+    click.echo(_summary_line(stats) + f" → {settings.db}", err=True)
+
+
+def _summary_line(stats: object) -> str:
+    by_status: dict[str, int] = getattr(stats, "by_status", {})
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) or "none pending"
+    return (
+        f"{getattr(stats, 'resolved', 0)} IPs looked up ({statuses}); "
+        f"{getattr(stats, 'classified', 0)} records reclassified; "
+        f"{getattr(stats, 'lookalikes', 0)} lookalike identifiers; {getattr(stats, 'seconds', 0.0):.1f}s"
     )
+
+
+def enrich_after_ingest(settings: Settings) -> bool:
+    """``dmarclens ingest --enrich``: runs after the ingest committed, with [enrich] settings.
+
+    Never raises and never changes the ingest's exit code: the reports are
+    already stored, and DNS trouble (unreachable, timeouts) only means the
+    IPs are looked up again next time. Returns False when enrichment failed.
+    """
+    from dmarclens.enrich.rdns import EnrichOptions, enrich_db
+
+    try:
+        opts = EnrichOptions.resolve(settings.raw)
+        stats = enrich_db(
+            settings.db, nameservers=opts.nameservers, timeout=opts.timeout, concurrency=opts.concurrency,
+            refresh_days=opts.refresh_days, lock_timeout=settings.lock_timeout, settings_raw=settings.raw,
+            owned_domains=settings.domains,
+        )
+    except DmarcLensError as e:
+        click.echo(f"dmarclens: warning: enrichment skipped (reports are stored): {e}", err=True)
+        return False
+    click.echo("enrich: " + _summary_line(stats), err=True)
+    return True
 
 
 @click.command()

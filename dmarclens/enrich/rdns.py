@@ -31,11 +31,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dmarclens.enrich.offline import service_for_base_domain, service_map
 from dmarclens.errors import DmarcLensError
@@ -407,6 +407,59 @@ def store_results(con: duckdb.DuckDBPyConnection, results: Sequence[RdnsResult])
     return len(results)
 
 
+@dataclass(frozen=True)
+class EnrichOptions:
+    """DNS settings: CLI flag > ``[enrich]`` in the config file > default.
+
+    ``[enrich]`` keys: ``nameservers`` (list of "IP" or "IP:PORT"),
+    ``timeout``, ``concurrency``, ``refresh_days``. ``dmarclens ingest
+    --enrich`` has no DNS flags of its own and uses these.
+    """
+
+    nameservers: tuple[str, ...] = ()
+    timeout: float = DEFAULT_TIMEOUT
+    concurrency: int = DEFAULT_CONCURRENCY
+    refresh_days: float = DEFAULT_REFRESH_DAYS
+
+    @classmethod
+    def resolve(
+        cls,
+        raw: Mapping[str, Any] | None,
+        *,
+        nameservers: Sequence[str] | None = None,
+        timeout: float | None = None,
+        concurrency: int | None = None,
+        refresh_days: float | None = None,
+    ) -> EnrichOptions:
+        from dmarclens.errors import ConfigError
+
+        section = (raw or {}).get("enrich") or {}
+        if not isinstance(section, Mapping):
+            raise ConfigError("[enrich] must be a table")
+        unknown = set(section) - {"nameservers", "timeout", "concurrency", "refresh_days"}
+        if unknown:
+            raise ConfigError(f"[enrich]: unknown keys {sorted(unknown)}")
+        try:
+            conf_ns = section.get("nameservers") or []
+            if isinstance(conf_ns, str):
+                conf_ns = [conf_ns]
+            for ns in conf_ns:
+                parse_nameserver(str(ns))
+            opts = cls(
+                nameservers=tuple(nameservers) if nameservers else tuple(str(n) for n in conf_ns),
+                timeout=float(timeout if timeout is not None else section.get("timeout", DEFAULT_TIMEOUT)),
+                concurrency=int(concurrency if concurrency is not None
+                                else section.get("concurrency", DEFAULT_CONCURRENCY)),
+                refresh_days=float(refresh_days if refresh_days is not None
+                                   else section.get("refresh_days", DEFAULT_REFRESH_DAYS)),
+            )
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"[enrich]: {e}") from e
+        if opts.timeout <= 0 or opts.concurrency < 1 or opts.refresh_days < 0:
+            raise ConfigError("[enrich]: timeout must be > 0, concurrency >= 1, refresh_days >= 0")
+        return opts
+
+
 def enrich_db(
     db_path: str | Path,
     *,
@@ -415,7 +468,7 @@ def enrich_db(
     concurrency: int = DEFAULT_CONCURRENCY,
     refresh_days: float = DEFAULT_REFRESH_DAYS,
     lock_timeout: float = 30.0,
-    settings_raw: dict[str, object] | None = None,
+    settings_raw: Mapping[str, Any] | None = None,
     owned_domains: Sequence[str] = (),
     resolve: bool = True,
 ) -> EnrichStats:
