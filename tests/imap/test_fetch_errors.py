@@ -29,7 +29,7 @@ from tests.servers.ports import free_port
 
 
 def _error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if "error:" in line]
+    return [line for line in stderr.splitlines() if line.startswith("dmarclens: error:")]
 
 
 def test_self_signed_certificate_is_refused_without_ca_file(imap_account: ImapAccount, tmp_path: Path) -> None:
