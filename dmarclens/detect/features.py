@@ -1,0 +1,636 @@
+"""Daily series per domain x identity, built in SQL inside DuckDB.
+
+Why SQL: a year of reports for fifty domains is about ten million record rows;
+DuckDB folds them into a few hundred thousand daily aggregates in a couple of
+seconds, and computes the rolling robust baselines (median and MAD over
+windows) with window functions. Python only ever sees the aggregates.
+
+The vocabulary:
+
+* **unit rows** (``det_u``): records grouped by policy domain, day, reporting
+  organisation, report, *service* (``ip_info.service_name``, else the AS
+  name), /24 or /48 range, envelope-from, header-from, envelope-to and the DKIM
+  signature that matters (the passing one aligned with the domain, else the
+  first aligned one, else the first), with message counts;
+* **relayed** mail: copies of the domain's own mail re-sent by a forwarder or a
+  mailing list. It fails aligned SPF, and either the receiver says so (override
+  reason ``forwarded``/``mailing_list``/``trusted_forwarder``, or
+  ``local_policy`` with an ARC comment) or it carries the domain's DKIM
+  signature from a selector whose *home* is another service (the service that
+  sends most of the mail passing with that selector). Relayed mail is kept out
+  of novelty, volume and spoofing series: heavy forwarding is not abuse;
+* **direct** mail: everything else; **authorized** services: a service that
+  sent direct DMARC-passing mail on at least 3 earlier days (or that the
+  ``senders.toml`` contract or an acknowledgement allows);
+* **presence**: the days on which a reporting organisation reported on a
+  domain. Volume baselines are kept per reporter and only summed over the
+  reporters present on the judged day, so a late, skipped or multi-day report
+  changes the expectation exactly as much as it changes the observation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+from dmarclens.store.queries import range_expr
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class Params:
+    """Detection windows and thresholds; each one is explained in docs/detection.md."""
+
+    warmup_days: int = 14  # days of data a domain needs before any day is judged
+    base_window: int = 28  # reporter-present days in the rolling baseline
+    weekday_weeks: int = 8  # same-weekday values in the weekday baseline
+    min_history: int = 7  # reporter-present days a per-reporter series needs
+    newness_days: int = 7  # a new identity's episode covers its first days
+    authorized_days: int = 3  # earlier days of direct passing mail that make a service authorized
+    authorized_messages: int = 30
+    dormant_days: int = 30  # silence that makes a returning source "revived"
+    # volume spikes (passing mail of authorized services)
+    spike_z: float = 5.0
+    spike_ratio: float = 1.5
+    spike_min_excess: float = 40.0
+    spike_over_max: float = 1.5  # ... and this many times the largest same weekday of the last 8 weeks
+    # spoofing bursts (failing mail from services that are not authorized)
+    spoof_z: float = 6.0
+    spoof_ratio: float = 3.0
+    spoof_min_excess: float = 150.0
+    # authentication regressions
+    regress_hist_rate: float = 0.9
+    regress_max_rate: float = 0.5
+    regress_min_messages: int = 20
+    # novelty thresholds
+    new_source_min_pass: int = 10
+    range_min_pass: int = 10
+    identifier_min_pass: int = 10
+    audience_min_pass: int = 50
+    envelope_to_min_new: int = 5
+    dormant_min_messages: int = 20
+
+
+@dataclass
+class Features:
+    """What the rules need, as small DataFrames (one row per domain x identity x day)."""
+
+    eval_start: date | None
+    eval_end: date | None
+    data_first: date | None
+    data_last: date | None
+    domains: pd.DataFrame  # domain, first_day, last_day, policy_p, daily_median
+    services: pd.DataFrame  # per domain, service, day: volumes + history flags
+    volume: pd.DataFrame  # per domain, service, day: obs/exp/sigma of direct passing mail
+    spoof: pd.DataFrame  # per domain, day: obs/exp/sigma of unauthorized direct failing mail
+    ranges: pd.DataFrame  # new /24 or /48 ranges in direct passing mail
+    identifiers: pd.DataFrame  # new envelope-from / DKIM d=+s= / header-from in direct passing mail
+    regression: pd.DataFrame  # per domain, service, envelope-from, day: pass rate now vs history
+    audience_org: pd.DataFrame  # first day a reporter reports an established service
+    audience_to: pd.DataFrame  # per domain, service, day: never-seen envelope_to domains
+    lookalikes: pd.DataFrame  # identifiers not aligned with the domain, first days
+    contract_rows: pd.DataFrame  # per domain, day, service, env_from, dkim: direct passing mail
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return self.eval_start is None
+
+
+FORWARD_REASON = (
+    "(x.type IN ('forwarded', 'mailing_list', 'trusted_forwarder') "
+    "OR (x.type = 'local_policy' AND lower(coalesce(x.comment, '')) LIKE '%arc%'))"
+)
+
+
+def _aligned_sql(dom: str, col: str) -> str:
+    """Relaxed alignment of a DKIM/SPF domain with the policy domain (same name or parent/child)."""
+    return f"({col} = {dom} OR ends_with({col}, '.' || {dom}) OR ends_with({dom}, '.' || {col}))"
+
+
+def unit_sql(where: str, *, with_ip: bool = False) -> str:
+    """SELECT producing unit rows from records (the one place the per-record logic lives).
+
+    Used for the whole history by ``build`` and, with ``with_ip``, for the few
+    days of a finding by ``evidence``.
+    """
+    ip_cols = "s.source_ip, " if with_ip else ""
+    own = "list_filter(r.dkim, lambda x: " + _aligned_sql("p.domain", "x.domain") + ")"
+    return f"""
+    WITH b AS (
+        SELECT p.domain, r.day, p.org, r.report_key, r.source_ip, r.count AS n,
+               r.dmarc_pass, r.spf_aligned, r.dkim_aligned,
+               lower(coalesce(r.envelope_from, r.spf[1].domain, '')) AS env_from,
+               lower(coalesce(r.header_from, p.domain)) AS header_from,
+               lower(r.envelope_to) AS env_to,
+               {own} AS own,
+               r.dkim AS dk,
+               len(list_filter(coalesce(r.override_reasons, []), lambda x: {FORWARD_REASON})) > 0 AS fwd_reason
+        FROM records r JOIN det_rep p USING (report_key)
+        WHERE {where}
+    ), s AS (
+        SELECT b.*, coalesce(list_filter(own, lambda x: x.result = 'pass')[1], own[1], dk[1]) AS sig,
+               len(list_filter(dk, lambda x: x.result = 'pass' AND NOT {_aligned_sql('b.domain', 'x.domain')})) > 0
+                   AS other_pass
+        FROM b
+    )
+    SELECT s.domain, s.day, s.org, s.report_key, {ip_cols}
+           coalesce(i.service, 'Unknown network') AS service, i.asn,
+           coalesce(i.ip_range, s.source_ip) AS ip_range,
+           s.env_from, s.header_from, s.env_to,
+           lower(s.sig.domain) AS dkim_domain, coalesce(s.sig.selector, '') AS dkim_selector,
+           lower(coalesce(s.sig.result, 'none')) AS dkim_result,
+           len(s.own) > 0 AS has_own, s.other_pass, s.fwd_reason,
+           s.dmarc_pass, s.spf_aligned, s.dkim_aligned,
+           sum(s.n)::BIGINT AS msgs
+    FROM s LEFT JOIN det_ip i ON i.ip = s.source_ip
+    GROUP BY ALL
+    """
+
+
+RELAYED_SQL = """
+    (NOT u.spf_aligned AND (
+        u.fwd_reason
+        OR (u.has_own AND h.home IS NOT NULL AND h.home <> u.service
+            AND (u.dkim_result = 'pass' OR u.other_pass))
+    ))
+"""
+
+
+def _df(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+    return con.execute(sql, params or []).df()
+
+
+def prepare(con: duckdb.DuckDBPyConnection, extra_authorized: list[tuple[str, str]] | None = None) -> None:
+    """Temp tables every later query joins: IP facts, de-duplicated reports, extra authorizations."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE det_ip AS
+            SELECT ip, coalesce(nullif(service_name, ''), nullif(as_name, ''), 'Unknown network') AS service,
+                   asn, base_domain, {range_expr('ip')} AS ip_range
+            FROM ip_info"""
+    )
+    # A report re-sent under a new report id (same reporter, domain, interval and
+    # counts) is the same report; ingest only removes same-id copies.
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE det_rep AS
+           SELECT report_key, org_name AS org, domain, report_id, p AS policy_p, begin_ts
+           FROM reports
+           QUALIFY row_number() OVER (
+               PARTITION BY lower(org_name), domain, begin_ts, end_ts, message_count, record_count
+               ORDER BY ingested_at, report_key) = 1"""
+    )
+    con.execute("CREATE OR REPLACE TEMP TABLE det_auth (domain VARCHAR, service VARCHAR)")
+    if extra_authorized:
+        con.executemany("INSERT INTO det_auth VALUES (?, ?)", [list(x) for x in extra_authorized])
+
+
+def build(
+    con: duckdb.DuckDBPyConnection,
+    since: date | None = None,
+    until: date | None = None,
+    params: Params | None = None,
+    extra_authorized: list[tuple[str, str]] | None = None,
+    authorize_fn: Callable[[pd.DataFrame], list[tuple[str, str]]] | None = None,
+) -> Features:
+    """All feature frames for judging the days in [since, until] (defaults: all judgeable days)."""
+    import pandas as pd
+
+    p = params or Params()
+    prepare(con, extra_authorized)
+    first, last = con.execute("SELECT min(day), max(day) FROM records").fetchone() or (None, None)
+    if first is None:
+        empty = pd.DataFrame()
+        return Features(None, None, None, None, *([empty] * 11))
+    eval_start = since or (first + timedelta(days=p.warmup_days))
+    eval_end = min(until, last) if until else last
+    upto = eval_end
+    if eval_start > eval_end:
+        empty = pd.DataFrame()
+        return Features(None, None, first, last, *([empty] * 11))
+
+    con.execute(f"CREATE OR REPLACE TEMP TABLE det_u AS {unit_sql('r.day <= ?')}", [upto])
+    # Home service of each DKIM selector: who sends most mail passing with it.
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE det_home AS
+           SELECT domain, dkim_domain, dkim_selector, arg_max(service, m) AS home
+           FROM (SELECT domain, dkim_domain, dkim_selector, service, sum(msgs) AS m
+                 FROM det_u WHERE has_own AND dkim_result = 'pass' GROUP BY ALL)
+           GROUP BY ALL"""
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE det_v AS
+            SELECT u.*, {RELAYED_SQL} AS relayed
+            FROM det_u u LEFT JOIN det_home h USING (domain, dkim_domain, dkim_selector)"""
+    )
+    con.execute("DROP TABLE det_u")
+    if authorize_fn is not None:
+        pairs = authorize_fn(_df(con, "SELECT DISTINCT domain, service FROM det_v"))
+        if pairs:
+            con.executemany("INSERT INTO det_auth VALUES (?, ?)", [list(x) for x in pairs])
+    con.execute("CREATE OR REPLACE TEMP TABLE det_pres AS SELECT DISTINCT domain, org, day FROM det_v")
+
+    # Per service and day, with history flags computed only from earlier days.
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE det_svc AS
+        WITH d AS (
+            SELECT domain, service, day,
+                   sum(msgs) AS msgs,
+                   coalesce(sum(msgs) FILTER (WHERE dmarc_pass), 0) AS passed,
+                   coalesce(sum(msgs) FILTER (WHERE NOT relayed), 0) AS direct,
+                   coalesce(sum(msgs) FILTER (WHERE NOT relayed AND dmarc_pass), 0) AS direct_pass,
+                   coalesce(sum(msgs) FILTER (WHERE NOT relayed AND NOT dmarc_pass), 0) AS direct_fail,
+                   coalesce(sum(msgs) FILTER (WHERE relayed), 0) AS relayed,
+                   arg_max(asn, msgs) AS asn
+            FROM det_v GROUP BY ALL
+        ), w AS (
+            SELECT d.*,
+                   min(day) OVER (PARTITION BY domain, service) AS first_day,
+                   coalesce(sum(CASE WHEN direct_pass > 0 THEN 1 ELSE 0 END) OVER before, 0) AS pass_days_before,
+                   coalesce(sum(direct_pass) OVER before, 0) AS pass_before,
+                   coalesce(sum(direct) OVER before, 0) AS direct_before,
+                   coalesce(sum(CASE WHEN direct > 0 THEN 1 ELSE 0 END) OVER before, 0) AS direct_days_before
+            FROM d
+            WINDOW before AS (PARTITION BY domain, service ORDER BY day
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+        ), act AS (
+            SELECT domain, service, day,
+                   lag(day) OVER (PARTITION BY domain, service ORDER BY day) AS prev_direct_day
+            FROM d WHERE direct > 0
+        )
+        SELECT w.*, act.prev_direct_day,
+               (w.pass_days_before >= {p.authorized_days} AND w.pass_before >= {p.authorized_messages}
+                AND w.pass_before >= 0.5 * w.direct_before)
+               OR EXISTS (SELECT 1 FROM det_auth a WHERE a.domain = w.domain AND a.service = w.service)
+                   AS authorized
+        FROM w LEFT JOIN act USING (domain, service, day)"""
+    )
+    services = _df(con, "SELECT * FROM det_svc WHERE day BETWEEN ? AND ?", [eval_start, eval_end])
+
+    domains = _df(
+        con,
+        """WITH t AS (SELECT domain, day, sum(msgs) AS m FROM det_v GROUP BY ALL)
+           SELECT t.domain, min(day) AS first_day, max(day) AS last_day, median(m) AS daily_median,
+                  (SELECT arg_max(policy_p, begin_ts) FROM det_rep r WHERE r.domain = t.domain) AS policy_p
+           FROM t GROUP BY t.domain""",
+    )
+
+    volume = _volume(con, p, eval_start, eval_end)
+    spoof = _spoof(con, p, eval_start, eval_end)
+    ranges = _ranges(con, p, eval_start, eval_end)
+    identifiers = _identifiers(con, p, eval_start, eval_end)
+    regression = _regression(con, p, eval_start, eval_end)
+    audience_org, audience_to = _audience(con, p, eval_start, eval_end)
+    lookalikes = _lookalikes(con, p, eval_start, eval_end)
+    contract_rows = _df(
+        con,
+        """SELECT domain, day, service, env_from, dkim_domain, dkim_selector, header_from,
+                  sum(msgs) AS msgs
+           FROM det_v WHERE NOT relayed AND dmarc_pass AND day BETWEEN ? AND ?
+           GROUP BY ALL""",
+        [eval_start, eval_end],
+    )
+    return Features(
+        eval_start, eval_end, first, last, domains, services, volume, spoof, ranges, identifiers,
+        regression, audience_org, audience_to, lookalikes, contract_rows,
+    )
+
+
+def _baseline_sql(series: str, part: str, p: Params) -> str:
+    """Per-reporter rolling baselines for a dense series ``series`` (columns: {part}, org, day, x).
+
+    ``hmax`` is the largest value of the same weekday in that window (of
+    the last ``base_window`` days while fewer than 2 such weekdays exist): a
+    weekly newsletter is then its own precedent, not a spike every Tuesday.
+
+    Expected value: the median of the same weekday over the last
+    ``weekday_weeks`` reporter-present days when there are at least 3 of them,
+    else the median of the last ``base_window`` present days. Spread: 1.4826 x
+    MAD, floored at 10 % of the expectation and at its square root (Poisson
+    noise), so a perfectly flat history does not make every wobble significant.
+    """
+    keys = f"{part}, org"
+    return f"""
+    SELECT *,
+        CASE WHEN nwd >= 3 THEN mwd ELSE m28 END AS e,
+        greatest(1.4826 * CASE WHEN nwd >= 4 THEN greatest(dwd, d28 * 0.5) ELSE d28 END,
+                 0.10 * CASE WHEN nwd >= 3 THEN mwd ELSE m28 END,
+                 sqrt(CASE WHEN nwd >= 3 THEN mwd ELSE m28 END), 1.0) AS s,
+        CASE WHEN nwd >= 2 THEN xwd ELSE x28 END AS hmax
+    FROM (
+        SELECT {keys}, day, x,
+               median(x) OVER w28 AS m28, mad(x) OVER w28 AS d28, count(x) OVER w28 AS n28,
+               max(x) OVER w28 AS x28,
+               median(x) OVER wwd AS mwd, mad(x) OVER wwd AS dwd, count(x) OVER wwd AS nwd,
+               max(x) OVER wwd AS xwd
+        FROM {series}
+        WINDOW w28 AS (PARTITION BY {keys} ORDER BY day ROWS BETWEEN {p.base_window} PRECEDING AND 1 PRECEDING),
+               wwd AS (PARTITION BY {keys}, dayofweek(day) ORDER BY day
+                       ROWS BETWEEN {p.weekday_weeks} PRECEDING AND 1 PRECEDING)
+    )
+    """
+
+
+def _volume(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -> pd.DataFrame:
+    """Direct DMARC-passing mail per authorized service: observed vs per-reporter baseline."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE det_vol_dense AS
+        WITH so AS (
+            SELECT domain, service, org, day,
+                   sum(msgs) FILTER (WHERE NOT relayed AND dmarc_pass) AS x
+            FROM det_v GROUP BY ALL
+        ), elig AS (
+            SELECT domain, service, org, min(day) AS f FROM so WHERE x > 0
+            GROUP BY ALL HAVING count(*) >= {p.min_history}
+        )
+        SELECT e.domain, e.service, e.org, pr.day, coalesce(so.x, 0)::DOUBLE AS x
+        FROM elig e
+        JOIN det_pres pr ON pr.domain = e.domain AND pr.org = e.org AND pr.day >= e.f
+        LEFT JOIN so ON so.domain = e.domain AND so.service = e.service AND so.org = e.org AND so.day = pr.day"""
+    )
+    return _df(
+        con,
+        f"""WITH b AS ({_baseline_sql('det_vol_dense', 'domain, service', p)})
+            SELECT b.domain, b.service, b.day,
+                   sum(x) AS obs, sum(e) AS exp, sqrt(sum(s * s)) AS sigma, sum(hmax) AS hmax,
+                   count(*) AS orgs, list(org ORDER BY org) AS org_list
+            FROM b
+            WHERE b.day BETWEEN ? AND ? AND n28 >= {p.min_history}
+            GROUP BY ALL""",
+        [start, end],
+    )
+
+
+def _spoof(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -> pd.DataFrame:
+    """Direct failing mail from services not authorized on that day, per reporter, vs baseline."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE det_spoof_dense AS
+        WITH so AS (
+            SELECT v.domain, v.org, v.day, sum(v.msgs) AS x
+            FROM det_v v JOIN det_svc s USING (domain, service, day)
+            WHERE NOT v.relayed AND NOT v.dmarc_pass AND NOT s.authorized
+            GROUP BY ALL
+        ), elig AS (
+            SELECT domain, org, min(day) AS f FROM det_pres GROUP BY ALL HAVING count(*) >= {p.min_history}
+        )
+        SELECT e.domain, e.org, pr.day, coalesce(so.x, 0)::DOUBLE AS x
+        FROM elig e
+        JOIN det_pres pr ON pr.domain = e.domain AND pr.org = e.org
+        LEFT JOIN so ON so.domain = e.domain AND so.org = e.org AND so.day = pr.day"""
+    )
+    return _df(
+        con,
+        f"""WITH b AS ({_baseline_sql('det_spoof_dense', 'domain', p)})
+            SELECT domain, day, sum(x) AS obs, sum(e) AS exp, sqrt(sum(s * s)) AS sigma, sum(hmax) AS hmax,
+                   count(*) AS orgs
+            FROM b WHERE day BETWEEN ? AND ? AND n28 >= {p.min_history}
+            GROUP BY ALL""",
+        [start, end],
+    )
+
+
+def _ranges(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -> pd.DataFrame:
+    """/24 and /48 ranges sending direct passing mail for the first time, over their first days."""
+    return _df(
+        con,
+        f"""WITH r AS (
+                SELECT domain, service, ip_range, day,
+                       sum(msgs) FILTER (WHERE NOT relayed AND dmarc_pass) AS dp,
+                       sum(msgs) FILTER (WHERE NOT relayed) AS direct,
+                       sum(msgs) FILTER (WHERE NOT relayed AND dmarc_pass AND spf_aligned) AS dp_spf
+                FROM det_v GROUP BY ALL
+            ), f AS (
+                SELECT domain, ip_range, min(day) AS first_day FROM r WHERE dp > 0 GROUP BY ALL
+            )
+            SELECT r.domain, r.service, r.ip_range, r.day, f.first_day,
+                   coalesce(r.dp, 0) AS dp, coalesce(r.direct, 0) AS direct, coalesce(r.dp_spf, 0) AS dp_spf,
+                   s.authorized AS service_authorized, s.first_day AS service_first_day
+            FROM r JOIN f USING (domain, ip_range)
+            LEFT JOIN det_svc s ON s.domain = r.domain AND s.service = r.service AND s.day = f.first_day
+            WHERE f.first_day BETWEEN ? AND ?
+              AND r.day BETWEEN f.first_day AND f.first_day + {p.newness_days - 1}
+              AND r.day <= ?""",
+        [start, end, end],
+    )
+
+
+def _identifiers(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -> pd.DataFrame:
+    """Envelope-from domains, DKIM d=/s= pairs and header-from names new in direct passing mail."""
+    return _df(
+        con,
+        f"""WITH x AS (
+                SELECT domain, day, service, 'envelope_from' AS typ, env_from AS val, msgs
+                FROM det_v WHERE NOT relayed AND dmarc_pass AND env_from <> ''
+                UNION ALL
+                SELECT domain, day, service, 'dkim', dkim_domain || ':' || dkim_selector, msgs
+                FROM det_v WHERE NOT relayed AND dmarc_pass AND dkim_result = 'pass' AND dkim_domain IS NOT NULL
+                UNION ALL
+                SELECT domain, day, service, 'header_from', header_from, msgs
+                FROM det_v WHERE NOT relayed AND dmarc_pass
+            ), d AS (
+                SELECT domain, typ, val, service, day, sum(msgs) AS dp FROM x GROUP BY ALL
+            ), f AS (
+                SELECT domain, typ, val, min(day) AS first_day FROM d GROUP BY ALL
+            )
+            SELECT d.domain, d.typ, d.val, d.service, d.day, d.dp, f.first_day,
+                   s.authorized AS service_authorized, s.first_day AS service_first_day
+            FROM d JOIN f USING (domain, typ, val)
+            LEFT JOIN det_svc s ON s.domain = d.domain AND s.service = d.service AND s.day = f.first_day
+            WHERE f.first_day BETWEEN ? AND ?
+              AND d.day BETWEEN f.first_day AND f.first_day + {p.newness_days - 1} AND d.day <= ?""",
+        [start, end, end],
+    )
+
+
+def _regression(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -> pd.DataFrame:
+    """Pass rates per service and envelope-from: the judged day vs its previous active days."""
+    return _df(
+        con,
+        f"""WITH d AS (
+                SELECT domain, service, env_from, day,
+                       sum(msgs) AS msgs,
+                       coalesce(sum(msgs) FILTER (WHERE dmarc_pass), 0) AS passed,
+                       coalesce(sum(msgs) FILTER (WHERE dkim_aligned), 0) AS dkim_ok,
+                       coalesce(sum(msgs) FILTER (WHERE spf_aligned), 0) AS spf_ok,
+                       count(DISTINCT org) AS orgs,
+                       count(DISTINCT org) FILTER (WHERE NOT dmarc_pass) AS failing_orgs
+                FROM det_v GROUP BY ALL
+            ), w AS (
+                SELECT d.*,
+                       sum(msgs) OVER h AS h_msgs, sum(passed) OVER h AS h_passed,
+                       sum(dkim_ok) OVER h AS h_dkim, sum(spf_ok) OVER h AS h_spf,
+                       count(*) OVER h AS h_days, median(msgs) OVER h AS h_median,
+                       median(passed / msgs) OVER h AS h_rate
+                FROM d
+                WINDOW h AS (PARTITION BY domain, service, env_from ORDER BY day
+                             ROWS BETWEEN {p.base_window} PRECEDING AND 1 PRECEDING)
+            )
+            SELECT * FROM w
+            WHERE day BETWEEN ? AND ? AND h_days >= {p.min_history}
+              AND h_rate >= {p.regress_hist_rate}
+              AND msgs >= {p.regress_min_messages}
+              AND passed <= {p.regress_max_rate} * msgs""",
+        [start, end],
+    )
+
+
+def _audience(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """New reporter x service pairs, and bursts of never-seen envelope_to domains per service."""
+    org = _df(
+        con,
+        f"""WITH d AS (
+                SELECT domain, service, org, day, sum(msgs) AS dp
+                FROM det_v WHERE NOT relayed AND dmarc_pass GROUP BY ALL
+            ), f AS (SELECT domain, service, org, min(day) AS first_day FROM d GROUP BY ALL),
+            o AS (SELECT domain, org, count(*) AS org_days_before_end, min(day) AS org_first FROM det_pres GROUP BY ALL)
+            SELECT d.domain, d.service, d.org, d.day, d.dp, f.first_day, o.org_first,
+                   (SELECT count(*) FROM det_pres pr WHERE pr.domain = d.domain AND pr.org = d.org
+                      AND pr.day < f.first_day) AS org_days_before,
+                   s.authorized AS service_authorized, s.pass_days_before AS service_pass_days
+            FROM d JOIN f USING (domain, service, org) JOIN o USING (domain, org)
+            LEFT JOIN det_svc s ON s.domain = d.domain AND s.service = d.service AND s.day = f.first_day
+            WHERE f.first_day BETWEEN ? AND ?
+              AND d.day BETWEEN f.first_day AND f.first_day + {p.newness_days - 1} AND d.day <= ?""",
+        [start, end, end],
+    )
+    to = _df(
+        con,
+        f"""WITH d AS (
+                SELECT domain, service, env_to, day, sum(msgs) AS dp
+                FROM det_v WHERE NOT relayed AND dmarc_pass AND env_to IS NOT NULL GROUP BY ALL
+            ), f AS (SELECT domain, service, env_to, min(day) AS first_day FROM d GROUP BY ALL),
+            per_day AS (
+                SELECT d.domain, d.service, d.day,
+                       count(*) FILTER (WHERE f.first_day = d.day) AS new_to,
+                       coalesce(sum(d.dp) FILTER (WHERE f.first_day = d.day), 0) AS new_to_msgs,
+                       sum(d.dp) AS to_msgs,
+                       list(d.env_to ORDER BY d.dp DESC) FILTER (WHERE f.first_day = d.day) AS new_list
+                FROM d JOIN f USING (domain, service, env_to)
+                GROUP BY ALL
+            )
+            SELECT *, median(new_to) OVER h AS h_new_median, count(*) OVER h AS h_days
+            FROM per_day
+            WINDOW h AS (PARTITION BY domain, service ORDER BY day
+                         ROWS BETWEEN {p.base_window} PRECEDING AND 1 PRECEDING)
+            QUALIFY day BETWEEN ? AND ?""",
+        [start, end],
+    )
+    return org, to
+
+
+def _lookalikes(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -> pd.DataFrame:
+    """Envelope-from and DKIM domains that are not aligned with the policy domain, with first days."""
+    return _df(
+        con,
+        f"""WITH x AS (
+                SELECT domain, day, 'envelope_from' AS typ, env_from AS val, dmarc_pass, msgs
+                FROM det_v WHERE NOT relayed AND env_from <> ''
+                UNION ALL
+                SELECT domain, day, 'dkim_domain', dkim_domain, dmarc_pass, msgs
+                FROM det_v WHERE NOT relayed AND dkim_domain IS NOT NULL
+                UNION ALL
+                SELECT domain, day, 'header_from', header_from, dmarc_pass, msgs
+                FROM det_v WHERE NOT relayed
+            ), f AS (SELECT domain, typ, val, min(day) AS first_day FROM x GROUP BY ALL)
+            SELECT x.domain, x.typ, x.val, f.first_day, min(x.day) AS day_min, max(x.day) AS day_max,
+                   sum(x.msgs) AS msgs, coalesce(sum(x.msgs) FILTER (WHERE x.dmarc_pass), 0) AS passed
+            FROM x JOIN f USING (domain, typ, val)
+            WHERE f.first_day BETWEEN ? AND ?
+              AND x.day BETWEEN f.first_day AND f.first_day + {p.newness_days - 1} AND x.day <= ?
+              AND NOT {_aligned_sql('x.domain', 'x.val')}
+            GROUP BY ALL""",
+        [start, end, end],
+    )
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+def evidence(con: duckdb.DuckDBPyConnection, wanted: pd.DataFrame) -> pd.DataFrame:
+    """IPs, report keys and reporters behind each finding, read from the records of its days only.
+
+    ``wanted`` has one row per finding: fid, domain, first_day, last_day, the
+    identity filters (service, ip_range, env_from, dkim_domain, dkim_selector,
+    header_from, org, env_to; NULL = any) and ``traffic``: which mail counts
+    (direct_pass, direct_fail_unauth, direct, any).
+    """
+    import pandas as pd
+
+    if wanted.empty:
+        return pd.DataFrame(columns=["fid", "ips", "report_keys", "report_ids", "reporters"])
+    cols = ["fid", "domain", "first_day", "last_day", "service", "ip_range", "env_from", "dkim_domain",
+            "dkim_selector", "header_from", "org", "env_to", "traffic"]
+    w = wanted.reindex(columns=cols).astype(object).where(wanted.reindex(columns=cols).notna(), None)
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE det_want (fid VARCHAR, domain VARCHAR, first_day DATE, last_day DATE,
+           service VARCHAR, ip_range VARCHAR, env_from VARCHAR, dkim_domain VARCHAR, dkim_selector VARCHAR,
+           header_from VARCHAR, org VARCHAR, env_to VARCHAR, traffic VARCHAR)"""
+    )
+    con.executemany("INSERT INTO det_want VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", w.values.tolist())
+    days = con.execute(
+        "SELECT DISTINCT unnest(generate_series(first_day, last_day, INTERVAL 1 DAY))::DATE FROM det_want"
+    ).fetchall()
+    day_list = [d[0] for d in days]
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE det_ev AS
+            SELECT u.*, {RELAYED_SQL} AS relayed
+            FROM ({unit_sql('r.day IN (SELECT unnest(?::DATE[])) AND p.domain IN (SELECT domain FROM det_want)',
+                            with_ip=True)}) u
+            LEFT JOIN det_home h USING (domain, dkim_domain, dkim_selector)""",
+        [day_list],
+    )
+    return _df(
+        con,
+        """WITH m AS (
+               SELECT w.fid, e.source_ip, e.report_key, e.org, sum(e.msgs) AS msgs
+               FROM det_want w JOIN det_ev e
+                 ON e.domain = w.domain AND e.day BETWEEN w.first_day AND w.last_day
+                AND (w.service IS NULL OR e.service = w.service)
+                AND (w.ip_range IS NULL OR e.ip_range = w.ip_range)
+                AND (w.env_from IS NULL OR e.env_from = w.env_from)
+                AND (w.dkim_domain IS NULL OR e.dkim_domain = w.dkim_domain)
+                AND (w.dkim_selector IS NULL OR e.dkim_selector = w.dkim_selector)
+                AND (w.header_from IS NULL OR e.header_from = w.header_from)
+                AND (w.org IS NULL OR e.org = w.org)
+                AND (w.env_to IS NULL OR e.env_to = w.env_to)
+               LEFT JOIN det_svc s ON s.domain = e.domain AND s.service = e.service AND s.day = e.day
+               WHERE CASE w.traffic
+                   WHEN 'direct_pass' THEN NOT e.relayed AND e.dmarc_pass
+                   WHEN 'direct_fail_unauth' THEN NOT e.relayed AND NOT e.dmarc_pass AND NOT coalesce(s.authorized, FALSE)
+                   WHEN 'direct_fail' THEN NOT e.relayed AND NOT e.dmarc_pass
+                   WHEN 'direct' THEN NOT e.relayed
+                   ELSE TRUE END
+               GROUP BY ALL
+           ), ip AS (SELECT fid, source_ip, sum(msgs) AS m FROM m GROUP BY ALL),
+           rk AS (SELECT fid, report_key, any_value(org) AS org, sum(msgs) AS m FROM m GROUP BY ALL)
+           SELECT f.fid,
+                  (SELECT list(source_ip ORDER BY m DESC, source_ip)[1:50] FROM ip WHERE ip.fid = f.fid) AS ips,
+                  (SELECT list(rk.report_key ORDER BY m DESC, rk.report_key)[1:50] FROM rk WHERE rk.fid = f.fid)
+                      AS report_keys,
+                  (SELECT list(r.report_id ORDER BY rk.m DESC, rk.report_key)[1:50]
+                     FROM rk JOIN det_rep r USING (report_key) WHERE rk.fid = f.fid) AS report_ids,
+                  (SELECT list(DISTINCT rk.org ORDER BY rk.org) FROM rk WHERE rk.fid = f.fid) AS reporters,
+                  (SELECT count(*) FROM ip WHERE ip.fid = f.fid) AS n_ips
+           FROM det_want f""",
+    )
+
+
+def breakdown(con: duckdb.DuckDBPyConnection, domain: str, day_from: date, day_to: date,
+              service: str, env_from: str | None = None) -> pd.DataFrame:
+    """The DKIM signatures and SPF alignment of one service's mail on some days (for explanations)."""
+    clauses = ["domain = ?", "day BETWEEN ? AND ?", "service = ?"]
+    params: list[Any] = [domain, day_from, day_to, service]
+    if env_from is not None:
+        clauses.append("env_from = ?")
+        params.append(env_from)
+    return _df(
+        con,
+        f"""SELECT dkim_domain, dkim_selector, dkim_result, spf_aligned, dkim_aligned, dmarc_pass,
+                   sum(msgs) AS msgs
+            FROM det_v WHERE {' AND '.join(clauses)} GROUP BY ALL ORDER BY msgs DESC""",
+        params,
+    )
