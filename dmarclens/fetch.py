@@ -121,11 +121,20 @@ class FetchResult:
     summary: RunSummary
     mailboxes: list[MailboxStats]
     dry_run: bool = False
+    watched: bool = False
 
     @property
     def exit_code(self) -> int:
+        """0 ok, 3 some messages rejected (one-shot only), 1 a mailbox could not be drained.
+
+        A watch stopped by SIGTERM/SIGINT exits 0 even if it met junk on the
+        way: for a service manager, a clean stop is not a failure, and the
+        rejects are in ingest_items and the invalid folder.
+        """
         if any(m.error for m in self.mailboxes):
             return 1
+        if self.watched:
+            return 0
         return 3 if any(m.rejected for m in self.mailboxes) or self.summary.rejected else 0
 
     def to_json(self) -> dict[str, Any]:
@@ -757,8 +766,7 @@ def watch(mailboxes: Sequence[ImapSettings], options: FetchOptions) -> FetchResu
             t.join(timeout=30)
         for lock in locks:
             lock.release()
-    totals.seconds = 0.0
-    return FetchResult(summary=totals, mailboxes=[r.stats for r in runners])
+    return FetchResult(summary=totals, mailboxes=[r.stats for r in runners], watched=True)
 
 
 @contextlib.contextmanager
