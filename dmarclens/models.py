@@ -122,6 +122,7 @@ class Report:
     errors: list[str]
     records: RecordBatch
     parser: str = "parsedmarc"  # which code path produced it ("parsedmarc" or "fast")
+    warnings: list[str] = field(default_factory=list)  # what parsing had to skip or repair
 
     @property
     def domain(self) -> str:

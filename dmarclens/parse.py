@@ -36,6 +36,21 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _BOMS = (b"\xef\xbb\xbf",)
 _DRAFT_RE = re.compile(rb"<identities[\s>]")
 _FEEDBACK_RE = re.compile(rb"(?im)^feedback-type\s*:")
+_EMPTY_REASON_RE = re.compile(rb"<reason\s*/>|<reason>\s*</reason>")
+
+
+class _RecordWarnings(logging.Handler):
+    """Collects parsedmarc's per-record warnings: it skips a record it cannot
+    parse and only logs it, and dmarclens must not lose data silently."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith("Could not parse record"):
+            self.messages.append(text)
 
 
 def decompress(data: bytes, *, limit: int = MAX_REPORT_BYTES) -> bytes:
@@ -141,11 +156,24 @@ def parse_aggregate_xml(xml: bytes, *, fallback_org: str | None = None) -> Repor
         # is the best stand-in (REPORTERS.md). parsedmarc would use the email.
         xml = re.sub(rb"<org_name>\s*</org_name>|<org_name\s*/>",
                      b"<org_name>" + fallback_org.encode() + b"</org_name>", xml, count=1)
+    # An empty <reason/> carries nothing, but parsedmarc drops the whole record
+    # over it (its comment unwrapping hits None); remove it first.
+    xml = _EMPTY_REASON_RE.sub(b"", xml)
+    collector = _RecordWarnings()
+    pd_log = logging.getLogger("parsedmarc")
+    pd_log.addHandler(collector)
     try:
         parsed = parsedmarc.parse_aggregate_report_xml(xml, offline=True)
     except parsedmarc.InvalidAggregateReport as e:
         raise ReportParseError(f"invalid aggregate report: {_short(e)}") from e
-    return normalize(parsed, draft=is_draft_schema(xml))
+    finally:
+        pd_log.removeHandler(collector)
+    report = normalize(parsed, draft=is_draft_schema(xml))
+    if collector.messages:
+        report.warnings.append(
+            f"{len(collector.messages)} record(s) skipped as unparseable: {_short(Exception(collector.messages[0]), 160)}"
+        )
+    return report
 
 
 def is_draft_schema(xml: bytes) -> bool:

@@ -162,6 +162,9 @@ class Ingestor:
                                         member=p.raw.member, run_id=self.run_id)
                     stored[report.key] = sha
                     res.outcome = "stored"
+                    if report.warnings:
+                        res.reason = "; ".join(report.warnings)
+                        log.warning("%s: stored, but %s", _label(p.raw), res.reason)
                     res.records = len(report.records)
                     res.messages = report.records.messages
                     ips.update(report.records.source_ip)
