@@ -158,12 +158,14 @@ def posture(domains: tuple[str, ...], db: str | None, config: str | None, namese
     """
     from dmarclens.config import load_settings
     from dmarclens.enrich.posture import posture_db
+    from dmarclens.enrich.rdns import EnrichOptions
 
     _check_nameservers(nameservers)
     settings = run_guarded(load_settings, config=config, db=db)
+    opts = run_guarded(EnrichOptions.resolve, settings.raw, nameservers=nameservers, timeout=timeout)
     results = run_guarded(
-        posture_db, settings.db, domains, configured=settings.domains, nameservers=nameservers,
-        timeout=timeout, unused_days=unused_days, lock_timeout=settings.lock_timeout,
+        posture_db, settings.db, domains, configured=settings.domains, nameservers=opts.nameservers,
+        timeout=opts.timeout, unused_days=unused_days, lock_timeout=settings.lock_timeout,
     )
     if not results:
         fail("no domains to check: name them, set `domains` in the config, or ingest reports first", 2)

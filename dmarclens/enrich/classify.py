@@ -79,6 +79,7 @@ class Rules:
     """Thresholds and overrides; the defaults are documented in docs/identity.md."""
 
     history_days: int = 30
+    min_history_days: int = 7
     min_passing_messages: int = 10
     min_pass_share: float = 0.5
     forwarders: tuple[str, ...] = KNOWN_FORWARDERS
@@ -123,7 +124,8 @@ def rules_from_settings(raw: Mapping[str, Any]) -> Rules:
     if not isinstance(section, Mapping):
         raise ConfigError("[identity] must be a table")
     kwargs: dict[str, Any] = {}
-    for key, kind in (("history_days", int), ("min_passing_messages", int), ("min_pass_share", float)):
+    for key, kind in (("history_days", int), ("min_history_days", int), ("min_passing_messages", int),
+                      ("min_pass_share", float)):
         if key in section:
             try:
                 kwargs[key] = kind(section[key])
@@ -158,9 +160,10 @@ def rules_from_settings(raw: Mapping[str, Any]) -> Rules:
         overrides.append(ov)
     kwargs["overrides"] = tuple(overrides)
     rules = Rules(**kwargs)
-    if rules.history_days < 1 or not 0 <= rules.min_pass_share <= 1 or rules.min_passing_messages < 1:
+    if (rules.history_days < 1 or rules.min_history_days < 0 or not 0 <= rules.min_pass_share <= 1
+            or rules.min_passing_messages < 1):
         raise ConfigError("[identity]: history_days and min_passing_messages must be >= 1, "
-                          "min_pass_share between 0 and 1")
+                          "min_history_days >= 0, min_pass_share between 0 and 1")
     return rules
 
 
@@ -280,6 +283,9 @@ relay AS (  -- the relay authenticated itself: SPF and DKIM pass for its own (al
       ON k.rid = s.rid AND {_ALIGNED.format(a="s.sd", b="k.kd")}
     GROUP BY s.rid
 ),
+dom_first AS (
+    SELECT domain, min(day) AS first_day FROM base GROUP BY domain
+),
 net_day AS (
     SELECT domain, network, day, sum(count) AS msgs, sum(count) FILTER (WHERE dmarc_pass) AS passed
     FROM base WHERE network IS NOT NULL GROUP BY ALL
@@ -325,7 +331,8 @@ decided AS (
         CASE
           WHEN b.dmarc_pass THEN ['authorized', CASE WHEN b.policy_dkim = 'pass' THEN 'dmarc_pass dkim'
                                                     ELSE 'dmarc_pass spf' END]
-          WHEN b.policy_dkim IS NULL AND b.policy_spf IS NULL THEN ['unknown', 'no_evaluation']
+          WHEN coalesce(b.policy_dkim, '') = '' AND coalesce(b.policy_spf, '') = ''
+            THEN ['unknown', 'no_evaluation']
           WHEN ov.action = 'forwarder' THEN ['forwarded', 'override #' || ov.idx || ' forwarder']
           WHEN ov.action = 'authorized' THEN ['misconfigured', 'override #' || ov.idx || ' authorized']
           WHEN len(list_filter(b.reasons, lambda x: list_contains({list(RECEIVER_FORWARD_REASONS)}, lower(x.type)))) > 0
@@ -344,6 +351,7 @@ decided AS (
           WHEN nh.passed >= $min_passing AND nh.passed >= $min_share * nh.msgs
                AND NOT coalesce(d.foreign_dkim, false)
             THEN ['misconfigured', 'known_network ' || b.network]
+          WHEN b.day - df.first_day < $min_history THEN ['unknown', 'too_little_history']
           ELSE ['spoofed', CASE WHEN coalesce(d.foreign_dkim, false) THEN 'unknown_source foreign_dkim'
                                 ELSE 'unknown_source' END]
         END AS cls
@@ -352,6 +360,7 @@ decided AS (
     LEFT JOIN relay rl USING (rid)
     LEFT JOIN ov USING (rid)
     LEFT JOIN fw USING (rid)
+    LEFT JOIN dom_first df ON df.domain = b.domain
     LEFT JOIN net_hist nh ON nh.domain = b.domain AND nh.network = b.network AND nh.day = b.day
 )
 SELECT rid, cls[1] AS traffic_class, cls[2] AS class_reason FROM decided
@@ -372,6 +381,7 @@ def refresh(con: duckdb.DuckDBPyConnection, rules: Rules | None = None) -> int:
     # parameters inside CREATE TABLE AS).
     sql = (CLASSIFY_SQL.replace("$history", str(int(rules.history_days)))
            .replace("$min_passing", str(int(rules.min_passing_messages)))
+           .replace("$min_history", str(int(rules.min_history_days)))
            .replace("$min_share", repr(float(rules.min_pass_share))))
     con.execute(sql)
     row = con.execute(

@@ -244,12 +244,17 @@ def _uris(value: str | None) -> list[str]:
 # --- record parsing (pure) -----------------------------------------------------
 
 
-def parse_tags(record: str) -> dict[str, str]:
+DMARC_CASELESS = ("p", "sp", "np", "adkim", "aspf", "t")
+
+
+def parse_tags(record: str, caseless: Iterable[str] = DMARC_CASELESS) -> dict[str, str]:
     """``v=DMARC1; p=reject; rua=mailto:a@b`` → {"v": "DMARC1", "p": "reject", ...}.
 
-    Tag names are lower-cased; values of p/sp/np/adkim/aspf/t too, since
-    receivers compare them case-insensitively.
+    Tag names are lower-cased; so are the values of the ``caseless`` tags
+    (DMARC's policy words, which receivers compare case-insensitively). DKIM
+    records pass ``caseless=("k",)``: their ``p=`` is base64 and case matters.
     """
+    caseless = set(caseless)
     tags: dict[str, str] = {}
     for part in record.split(";"):
         if "=" not in part:
@@ -257,7 +262,7 @@ def parse_tags(record: str) -> dict[str, str]:
         key, _, value = part.partition("=")
         key = key.strip().lower()
         value = value.strip()
-        if key in ("p", "sp", "np", "adkim", "aspf", "t"):
+        if key in caseless:
             value = value.lower()
         if key and key not in tags:
             tags[key] = value
@@ -280,8 +285,8 @@ def _txt_strings(response: dns.message.Message | None) -> list[str]:
 
 def dkim_key_facts(record: str) -> tuple[str, str | None, int | None]:
     """(status, key type, bits) of a DKIM key record."""
-    tags = parse_tags(record)
-    key_type = (tags.get("k") or "rsa").lower()
+    tags = parse_tags(record, caseless=("k",))
+    key_type = tags.get("k") or "rsa"
     p = re.sub(r"\s+", "", tags.get("p", "x" if "p" not in tags else ""))
     if "p" not in tags:
         return "invalid", key_type, None

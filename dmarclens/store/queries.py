@@ -797,3 +797,72 @@ def identity_series(
             WHERE {' AND '.join(clauses)} GROUP BY r.day ORDER BY r.day""",
         params,
     )
+
+
+# --- sender identity (schema 0002): traffic classes over time, posture details ----------
+
+
+def traffic_class_daily(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame | None:
+    """Messages per day and traffic class (a stacked chart); rows not classified yet are "unclassified"."""
+    if not has_column(con, "records", "traffic_class"):
+        return None
+    where, params = f.where("r.day", "p.domain")
+    return _df(
+        con,
+        f"""SELECT r.day, coalesce(r.traffic_class, 'unclassified') AS traffic_class,
+                   sum(r.count)::BIGINT AS messages
+            FROM records r JOIN reports p USING (report_key) WHERE {where}
+            GROUP BY ALL ORDER BY r.day, traffic_class""",
+        params,
+    )
+
+
+def traffic_class_reasons(
+    con: duckdb.DuckDBPyConnection, f: Filters, traffic_class: str | None = None, limit: int = 200
+) -> pd.DataFrame | None:
+    """Why mail got its class: messages per class and rule (docs/identity.md), with the top sources."""
+    if not has_column(con, "records", "class_reason"):
+        return None
+    where, params = f.where("r.day", "p.domain")
+    if traffic_class:
+        where += " AND r.traffic_class = ?"
+        params = params + [traffic_class]
+    return _df(
+        con,
+        f"""WITH x AS (
+                SELECT r.traffic_class, split_part(r.class_reason, ' ', 1) AS rule, r.class_reason,
+                       r.source_ip, sum(r.count) AS n
+                FROM records r JOIN reports p USING (report_key)
+                WHERE {where} AND r.traffic_class IS NOT NULL GROUP BY ALL)
+            SELECT traffic_class, rule, sum(n)::BIGINT AS messages, count(DISTINCT source_ip) AS ips,
+                   string_agg(DISTINCT class_reason, '; ') AS details,
+                   list(source_ip ORDER BY n DESC)[1:5] AS top_sources
+            FROM x GROUP BY traffic_class, rule ORDER BY messages DESC LIMIT {int(limit)}""",
+        params,
+    )
+
+
+def posture_dkim_selectors(con: duckdb.DuckDBPyConnection, check_ids: tuple[int, ...]) -> pd.DataFrame | None:
+    """DKIM selectors the reports show, with what DNS says about each key, for posture checks."""
+    if not has_table(con, "posture_dkim_selectors"):
+        return None
+    return _df(
+        con,
+        """SELECT domain, selector, status, key_type, key_bits, messages, last_seen, record
+           FROM posture_dkim_selectors WHERE check_id IN (SELECT unnest(?))
+           ORDER BY domain, last_seen DESC NULLS LAST, selector""",
+        [list(check_ids)],
+    )
+
+
+def posture_history(con: duckdb.DuckDBPyConnection, domain: str, limit: int = 100) -> pd.DataFrame | None:
+    """Every posture check of one domain, newest first: did the policy get stronger over time?"""
+    if not has_table(con, "posture_checks"):
+        return None
+    return _df(
+        con,
+        f"""SELECT check_id, checked_at, policy_strength, p, sp, np, pct, dmarc_status, spf_status,
+                   spf_lookups, spf_all, len(findings) AS findings
+            FROM posture_checks WHERE domain = ? ORDER BY checked_at DESC, check_id DESC LIMIT {int(limit)}""",
+        [domain],
+    )
