@@ -30,8 +30,8 @@ _tokens = _PAIRS.split()
 ISO2_TO_ISO3: dict[str, str] = dict(zip(_tokens[0::2], _tokens[1::2], strict=True))
 
 
-def iso3(code: str | None) -> str | None:
-    """Alpha-3 for an alpha-2 code (None when unknown, e.g. EU or missing)."""
-    if not code:
+def iso3(code: object) -> str | None:
+    """Alpha-3 for an alpha-2 code (None when unknown, e.g. EU, missing or NaN)."""
+    if not isinstance(code, str) or not code:
         return None
     return ISO2_TO_ISO3.get(code.strip().upper())

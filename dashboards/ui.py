@@ -44,7 +44,7 @@ PERIODS: dict[str, str] = {
     "all": "All data",
     "custom": "Custom range",
 }
-REFRESH: dict[str, str] = {"off": "Off", "10": "Every 10 s", "30": "Every 30 s", "60": "Every minute",
+REFRESH: dict[str, str] = {"off": "Off", "5": "Every 5 s", "10": "Every 10 s", "30": "Every 30 s", "60": "Every minute",
                            "300": "Every 5 minutes"}
 
 

@@ -39,7 +39,7 @@ left, right = st.columns(2)
 left.plotly_chart(figures.services_bar(services), key="src-services-bar")
 right.plotly_chart(figures.country_map(countries), key="src-map", config=ui.plotly_config())
 classes = data["classes"]
-if classes is not None and not classes.empty:
+if classes is not None and set(classes["traffic_class"]) - {"unclassified"}:  # shown once enrich has run
     st.plotly_chart(figures.traffic_class_bar(classes), key="src-classes")
 
 search = st.text_input("Find an IP", key="src-search", placeholder="e.g. 40.107.22.10 or 2a01:111::1",
