@@ -36,16 +36,12 @@ from dmarclens.store.queries import Filters
 
 ENV_DB = "DMARCLENS_DB"
 LOCK_TIMEOUT = 20.0
-PERIODS: dict[str, str] = {
-    "7d": "Last 7 days",
-    "30d": "Last 30 days",
-    "90d": "Last 90 days",
-    "365d": "Last 12 months",
-    "all": "All data",
-    "custom": "Custom range",
+# Bound widgets write their option *labels* to the URL, so labels double as URL values.
+PERIODS: dict[str, int | None] = {
+    "7 days": 7, "30 days": 30, "90 days": 90, "12 months": 365, "All data": None, "Custom": None,
 }
-REFRESH: dict[str, str] = {"off": "Off", "5": "Every 5 s", "10": "Every 10 s", "30": "Every 30 s", "60": "Every minute",
-                           "300": "Every 5 minutes"}
+DEFAULT_PERIOD = "30 days"
+REFRESH: dict[str, int] = {"Off": 0, "5 s": 5, "10 s": 10, "30 s": 30, "1 min": 60, "5 min": 300}
 
 
 # --------------------------------------------------------------------------- database
@@ -175,11 +171,11 @@ class View:
 
 
 def _period_bounds(period: str, first: date, last: date, custom: Any) -> tuple[date, date]:
-    if period == "custom" and isinstance(custom, (tuple, list)) and len(custom) == 2:
+    if period == "Custom" and isinstance(custom, (tuple, list)) and len(custom) == 2:
         return custom[0], custom[1]
-    if period == "custom" and isinstance(custom, (tuple, list)) and len(custom) == 1:
+    if period == "Custom" and isinstance(custom, (tuple, list)) and len(custom) == 1:
         return custom[0], custom[0]
-    days = {"7d": 7, "30d": 30, "90d": 90, "365d": 365}.get(period)
+    days = PERIODS.get(period)
     if days is None:
         return first, last
     return max(first, last - timedelta(days=days - 1)), last
@@ -198,19 +194,19 @@ def sidebar_filters(configured_domains: Sequence[str] = ()) -> View:
             bind="query-params", placeholder="All domains",
             help="Policy domains to show. Empty means every domain in the database.",
         )
-        period = st.selectbox("Period", options=list(PERIODS), index=1, format_func=PERIODS.__getitem__,
+        period = st.selectbox("Period", options=list(PERIODS), index=list(PERIODS).index(DEFAULT_PERIOD),
                               key="period", bind="query-params",
                               help="Windows end at the newest day with data (reports arrive a day late).")
         start = end = None
         if first is not None and last is not None:
             custom = None
-            if period == "custom":
+            if period == "Custom":
                 custom = st.date_input("Dates", value=(max(first, last - timedelta(days=29)), last),
                                        min_value=first, max_value=last, key="dates", bind="query-params")
-            start, end = _period_bounds(period or "30d", first, last, custom)
+            start, end = _period_bounds(period or DEFAULT_PERIOD, first, last, custom)
     view = View(
         filters=Filters(domains=tuple(chosen or ()), start=start, end=end),
-        all_domains=all_domains, first_day=first, last_day=last, period=period or "30d",
+        all_domains=all_domains, first_day=first, last_day=last, period=period or DEFAULT_PERIOD,
     )
     return view
 
@@ -223,15 +219,15 @@ def auto_refresh_control() -> None:
     costs the database nothing between refreshes.
     """
     with st.sidebar:
-        choice = st.selectbox("Auto-refresh", options=list(REFRESH), index=0, format_func=REFRESH.__getitem__,
-                              key="refresh", bind="query-params",
+        choice = st.selectbox("Auto-refresh", options=list(REFRESH), index=0, key="refresh", bind="query-params",
                               help="Reload when new reports are ingested, checking at this interval.")
-    if not choice or choice == "off":
+    seconds = REFRESH.get(choice or "Off", 0)
+    if not seconds:
         return
     path = db_path()
     seen = db_stamp(path)
 
-    @st.fragment(run_every=int(choice))
+    @st.fragment(run_every=seconds)
     def _watch() -> None:
         if db_stamp(path) != seen:
             st.rerun(scope="app")

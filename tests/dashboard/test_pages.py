@@ -51,7 +51,7 @@ def no_exception(at: Any) -> None:
 
 
 def test_overview_shows_known_totals(known_db: Path, run_page: Callable[..., Any]) -> None:
-    at = run_page(known_db, period="all")
+    at = run_page(known_db, period="All data")
     no_exception(at)
     m = metrics(at)
     assert m["Messages"] == f"{KNOWN.messages:,}"
@@ -69,14 +69,14 @@ def test_overview_shows_known_totals(known_db: Path, run_page: Callable[..., Any
 
 
 def test_domain_filter_from_the_url(known_db: Path, run_page: Callable[..., Any]) -> None:
-    at = run_page(known_db, period="all", domain="beta.example")
+    at = run_page(known_db, period="All data", domain="beta.example")
     no_exception(at)
     assert metrics(at)["Messages"] == f"{KNOWN.beta_messages:,}"
     assert list(frame_with(at, "policy")["domain"]) == ["beta.example"]
 
 
 def test_sources_hierarchy_and_drilldown(known_db: Path, run_page: Callable[..., Any]) -> None:
-    at = run_page(known_db, "sources", period="all", ip=SENDGRID_IP)
+    at = run_page(known_db, "sources", period="All data", ip=SENDGRID_IP)
     no_exception(at)
     assert metrics(at)["Sending IPs"] == "6"
     ips = frame_with(at, "source_ip").set_index("source_ip")
@@ -113,7 +113,7 @@ def test_readiness_verdicts(known_db: Path, run_page: Callable[..., Any]) -> Non
 def test_reports_page_opens_a_report_and_its_xml(known_db: Path, run_page: Callable[..., Any]) -> None:
     with duckdb.connect(str(known_db), read_only=True) as con:
         key = con.execute("SELECT report_key FROM reports WHERE report_id = 'g-alpha-3'").fetchone()[0]
-    at = run_page(known_db, "reports", period="all", report=key)
+    at = run_page(known_db, "reports", period="All data", report=key)
     no_exception(at)
     reporters = frame_with(at, "formats").set_index("reporter")
     assert reporters.loc["google.com", "reports"] == 2 * DAYS
@@ -164,7 +164,7 @@ def _insert_anomaly(db: Path) -> str:
 
 def test_anomalies_list_detail_and_acknowledge(known_db: Path, run_page: Callable[..., Any]) -> None:
     _insert_anomaly(known_db)
-    at = run_page(known_db, "anomalies", period="all")
+    at = run_page(known_db, "anomalies", period="All data")
     no_exception(at)
     assert metrics(at)["Open"] == "1"
     listed = frame_with(at, "explanation")
@@ -205,7 +205,7 @@ def spine_only_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("page", PAGES)
 def test_pages_read_cleanly_without_later_stages(page: str, spine_only_db: Path,
                                                  run_page: Callable[..., Any]) -> None:
-    at = run_page(spine_only_db, page, period="all")
+    at = run_page(spine_only_db, page, period="All data")
     no_exception(at)
     if page == "anomalies":
         assert any("Detection has not run" in i.value for i in at.info)
