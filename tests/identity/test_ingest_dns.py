@@ -16,7 +16,7 @@ IPS = ["192.0.2.10", "198.51.100.20", "2001:db8::30"]
 def _reports(tmp_path: Path) -> Path:
     specs = [report(d, [rec(ip, 5 + d, spf=[("example.com", "pass")]) for ip in IPS] +
                     [rec("203.0.113.9", 2, spf=[("example.com", "fail")])])
-             for d in range(12)]
+             for d in range(9)]
     return write_reports(tmp_path / "in", specs)
 
 
@@ -32,11 +32,11 @@ def test_ingest_enrich_with_dns_silent_stores_everything(dns_server, cli, tmp_pa
     res = cli("ingest", str(folder), "--db", str(db), "--json", "--enrich",
               "--config", str(_config(tmp_path, f"127.0.0.1:{dns_server.port}")))
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["stored"] == 12
+    assert json.loads(res.stdout)["stored"] == 9
     assert "enrich:" in res.stderr and "4 timeout" in res.stderr
     assert any(t == "PTR" for _, t, _ in dns_server.queries)  # it really tried
     with duckdb.connect(str(db), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM reports").fetchone() == (12,)
+        assert con.execute("SELECT count(*) FROM reports").fetchone() == (9,)
         statuses = con.execute("SELECT DISTINCT rdns_status FROM ip_info").fetchall()
         assert statuses == [("timeout",)]
         # Classification does not need DNS: it ran anyway.
@@ -53,7 +53,7 @@ def test_ingest_enrich_with_nothing_listening(cli, tmp_path: Path) -> None:  # t
               "--config", str(_config(tmp_path, f"127.0.0.1:{port}")))
     assert res.returncode == 0, res.stderr
     with duckdb.connect(str(db), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM reports").fetchone() == (12,)
+        assert con.execute("SELECT count(*) FROM reports").fetchone() == (9,)
         assert con.execute("SELECT count(*) FROM ip_info WHERE rdns_status IN ('timeout', 'error')").fetchone() == (4,)
 
 

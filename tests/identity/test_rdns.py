@@ -153,7 +153,7 @@ def test_dns_runs_with_the_database_closed(dns_server, ingest_specs, tmp_path: P
     """While `dmarclens enrich` waits on DNS, another process can open the file for writing."""
     db = ingest_specs([report(0, [rec(HIT_V4, 5, spf=[("example.com", "pass")])])])
     dns_server.zone.add_host("o1.ptr4242.sendgrid.net", HIT_V4)
-    dns_server.zone.set_delay(HIT_V4, 5.0)
+    dns_server.zone.set_delay(HIT_V4, 3.0)
     proc = subprocess.Popen(
         [sys.executable, "-m", "dmarclens", "enrich", "--db", str(db),
          "--nameserver", f"127.0.0.1:{dns_server.port}", "--timeout", "10"],
@@ -165,7 +165,7 @@ def test_dns_runs_with_the_database_closed(dns_server, ingest_specs, tmp_path: P
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "enrich never asked DNS"
             time.sleep(0.02)
-        # The PTR answer is held back for 5 s: enrich is mid-DNS now. A writer must get in at once.
+        # The PTR answer is held back for 3 s: enrich is mid-DNS now. A writer must get in at once.
         con = duckdb.connect(str(db))
         con.execute("CREATE TABLE probe AS SELECT 1 AS x")
         con.close()
@@ -177,3 +177,49 @@ def test_dns_runs_with_the_database_closed(dns_server, ingest_specs, tmp_path: P
     assert proc.returncode == 0, err
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT rdns_status FROM ip_info WHERE ip = ?", [HIT_V4]).fetchone() == ("ok",)
+
+
+def test_truncated_reply_falls_back_to_tcp(dns_server) -> None:  # type: ignore[no-untyped-def]
+    ip = "192.0.2.90"
+    for i in range(40):  # ~2.5 kB of PTR names: more than the 1232-byte EDNS payload
+        dns_server.zone.add_ptr(ip, f"host{i:02d}-{'x' * 40}.many.example")
+    (out,) = resolve_many([ip], nameservers=[f"127.0.0.1:{dns_server.port}"], timeout=2.0)
+    assert out.status == "ok" and out.reverse_dns is not None and out.reverse_dns.endswith(".many.example")
+    assert any(t == "PTR" and proto == "tcp" for _, t, proto in dns_server.queries)
+
+
+def _reply(qid: int, qname: str, answers: list[tuple[str, str, str]], *, rcode: int = 0) -> bytes:
+    from dnslib import QTYPE, RR, DNSRecord
+
+    q = DNSRecord.question(qname, "PTR")
+    q.header.id = qid
+    r = q.reply()
+    r.header.rcode = rcode
+    for owner, rtype, rdata in answers:
+        r.add_answer(*RR.fromZone(f"{owner} 60 IN {rtype} {rdata}"))
+    assert QTYPE.PTR == 12
+    return r.pack()
+
+
+def test_wire_parser_checks_id_question_and_bounds() -> None:
+    from dmarclens.enrich.rdns import pack_query, parse_reply, read_name
+
+    name = "10.2.0.192.in-addr.arpa"
+    good = _reply(7, name, [(name + ".", "PTR", "Mail.Example.COM."), (name + ".", "PTR", "b.example.com.")])
+    reply = parse_reply(good, 7, name, 12)
+    assert reply is not None and reply.values == ["mail.example.com", "b.example.com"]
+    assert (reply.rcode, reply.truncated) == (0, False)
+    assert parse_reply(good, 8, name, 12) is None  # another query's ID
+    assert parse_reply(good, 7, "11.2.0.192.in-addr.arpa", 12) is None  # another question
+    assert parse_reply(good, 7, name, 1) is None  # another type
+    assert parse_reply(pack_query(7, name, 12), 7, name, 12) is None  # a query, not a reply
+    assert parse_reply(good[:5], 7, name, 12) is None
+    with pytest.raises(ValueError):
+        parse_reply(good[:-3], 7, name, 12)  # the last record is cut short
+    nx = parse_reply(_reply(9, name, [], rcode=3), 9, name, 12)
+    assert nx is not None and (nx.rcode, nx.values) == (3, [])
+    # Compression pointers: one that points at itself must not loop forever.
+    with pytest.raises(ValueError):
+        read_name(b"\x00" * 12 + b"\xc0\x0c", 12)
+    assert read_name(b"\x00" * 12 + b"\x01a\x00" + b"\x01b\xc0\x0c", 15) == ("b.a", 19)
+    assert read_name(b"\x03a.b\x00", 0) == ("a\\046b", 5)  # a dot inside a label is escaped
