@@ -132,7 +132,7 @@ def fetch(
             fetch_log.setLevel(logging.INFO)  # a service should say what it ingested
     progress = _FetchProgress(enabled=not as_json and not watch)
     options = FetchOptions(
-        db_path=settings.db, dry_run=dry_run, lock_timeout=settings.lock_timeout,
+        db_path=settings.db, dry_run=dry_run, lock_timeout=settings.lock_timeout, workers=settings.workers,
         password_file=Path(password_file) if password_file else None, on_batch=progress,
     )
     result = run_guarded(run_fetch, mailboxes, options, watch_mode=watch)
