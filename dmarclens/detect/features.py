@@ -22,6 +22,10 @@ The vocabulary:
 * **direct** mail: everything else; **authorized** services: a service that
   sent direct DMARC-passing mail on at least 3 earlier days (or that the
   ``senders.toml`` contract or an acknowledgement allows);
+* **novelty day** (``nday``): for a report spanning more than 36 hours the
+  last day it covers, else the record's day. The day split spreads a weekly
+  report's counts evenly over its days, so without this a source first seen
+  on Saturday would look first seen on the Monday before;
 * **presence**: the days on which a reporting organisation reported on a
   domain. Volume baselines are kept per reporter and only summed over the
   reporters present on the judged day, so a late, skipped or multi-day report
@@ -124,6 +128,7 @@ def unit_sql(where: str, *, with_ip: bool = False) -> str:
     return f"""
     WITH b AS (
         SELECT p.domain, r.day, p.org, r.report_key, r.source_ip, r.count AS n,
+               CASE WHEN p.span_seconds > 129600 THEN p.last_day ELSE r.day END AS nday,
                r.dmarc_pass, r.spf_aligned, r.dkim_aligned,
                lower(coalesce(r.envelope_from, r.spf[1].domain, '')) AS env_from,
                lower(coalesce(r.header_from, p.domain)) AS header_from,
@@ -139,7 +144,7 @@ def unit_sql(where: str, *, with_ip: bool = False) -> str:
                    AS other_pass
         FROM b
     )
-    SELECT s.domain, s.day, s.org, s.report_key, {ip_cols}
+    SELECT s.domain, s.day, s.nday, s.org, s.report_key, {ip_cols}
            coalesce(i.service, 'Unknown network') AS service, i.asn,
            coalesce(i.ip_range, s.source_ip) AS ip_range,
            s.env_from, s.header_from, s.env_to,
@@ -178,7 +183,8 @@ def prepare(con: duckdb.DuckDBPyConnection, extra_authorized: list[tuple[str, st
     # counts) is the same report; ingest only removes same-id copies.
     con.execute(
         """CREATE OR REPLACE TEMP TABLE det_rep AS
-           SELECT report_key, org_name AS org, domain, report_id, p AS policy_p, begin_ts
+           SELECT report_key, org_name AS org, domain, report_id, p AS policy_p, begin_ts, span_seconds,
+                  DATE '1970-01-01' + CAST(floor((epoch(end_ts) - 1) / 86400) AS INTEGER) AS last_day
            FROM reports
            QUALIFY row_number() OVER (
                PARTITION BY lower(org_name), domain, begin_ts, end_ts, message_count, record_count
@@ -249,7 +255,6 @@ def build(
             FROM det_v GROUP BY ALL
         ), w AS (
             SELECT d.*,
-                   min(day) OVER (PARTITION BY domain, service) AS first_day,
                    coalesce(sum(CASE WHEN direct_pass > 0 THEN 1 ELSE 0 END) OVER before, 0) AS pass_days_before,
                    coalesce(sum(direct_pass) OVER before, 0) AS pass_before,
                    coalesce(sum(direct) OVER before, 0) AS direct_before,
@@ -257,17 +262,19 @@ def build(
             FROM d
             WINDOW before AS (PARTITION BY domain, service ORDER BY day
                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+        ), nov AS (
+            SELECT domain, service, min(nday) AS first_day FROM det_v GROUP BY ALL
         ), act AS (
             SELECT domain, service, day,
                    lag(day) OVER (PARTITION BY domain, service ORDER BY day) AS prev_direct_day
             FROM d WHERE direct > 0
         )
-        SELECT w.*, act.prev_direct_day,
+        SELECT w.*, nov.first_day, act.prev_direct_day,
                (w.pass_days_before >= {p.authorized_days} AND w.pass_before >= {p.authorized_messages}
                 AND w.pass_before >= 0.5 * w.direct_before)
                OR EXISTS (SELECT 1 FROM det_auth a WHERE a.domain = w.domain AND a.service = w.service)
                    AS authorized
-        FROM w LEFT JOIN act USING (domain, service, day)"""
+        FROM w JOIN nov USING (domain, service) LEFT JOIN act USING (domain, service, day)"""
     )
     services = _df(con, "SELECT * FROM det_svc WHERE day BETWEEN ? AND ?", [eval_start, eval_end])
 
@@ -404,7 +411,8 @@ def _ranges(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -
                        sum(msgs) FILTER (WHERE NOT relayed AND dmarc_pass AND spf_aligned) AS dp_spf
                 FROM det_v GROUP BY ALL
             ), f AS (
-                SELECT domain, ip_range, min(day) AS first_day FROM r WHERE dp > 0 GROUP BY ALL
+                SELECT domain, ip_range, min(nday) AS first_day FROM det_v
+                WHERE NOT relayed AND dmarc_pass GROUP BY ALL
             )
             SELECT r.domain, r.service, r.ip_range, r.day, f.first_day,
                    coalesce(r.dp, 0) AS dp, coalesce(r.direct, 0) AS direct, coalesce(r.dp_spf, 0) AS dp_spf,
@@ -423,18 +431,18 @@ def _identifiers(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: da
     return _df(
         con,
         f"""WITH x AS (
-                SELECT domain, day, service, 'envelope_from' AS typ, env_from AS val, msgs
+                SELECT domain, day, nday, service, 'envelope_from' AS typ, env_from AS val, msgs
                 FROM det_v WHERE NOT relayed AND dmarc_pass AND env_from <> ''
                 UNION ALL
-                SELECT domain, day, service, 'dkim', dkim_domain || ':' || dkim_selector, msgs
+                SELECT domain, day, nday, service, 'dkim', dkim_domain || ':' || dkim_selector, msgs
                 FROM det_v WHERE NOT relayed AND dmarc_pass AND dkim_result = 'pass' AND dkim_domain IS NOT NULL
                 UNION ALL
-                SELECT domain, day, service, 'header_from', header_from, msgs
+                SELECT domain, day, nday, service, 'header_from', header_from, msgs
                 FROM det_v WHERE NOT relayed AND dmarc_pass
             ), d AS (
                 SELECT domain, typ, val, service, day, sum(msgs) AS dp FROM x GROUP BY ALL
             ), f AS (
-                SELECT domain, typ, val, min(day) AS first_day FROM d GROUP BY ALL
+                SELECT domain, typ, val, min(nday) AS first_day FROM x GROUP BY ALL
             )
             SELECT d.domain, d.typ, d.val, d.service, d.day, d.dp, f.first_day,
                    s.authorized AS service_authorized, s.first_day AS service_first_day
@@ -485,7 +493,8 @@ def _audience(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date)
         f"""WITH d AS (
                 SELECT domain, service, org, day, sum(msgs) AS dp
                 FROM det_v WHERE NOT relayed AND dmarc_pass GROUP BY ALL
-            ), f AS (SELECT domain, service, org, min(day) AS first_day FROM d GROUP BY ALL),
+            ), f AS (SELECT domain, service, org, min(nday) AS first_day FROM det_v
+                     WHERE NOT relayed AND dmarc_pass GROUP BY ALL),
             o AS (SELECT domain, org, count(*) AS org_days_before_end, min(day) AS org_first FROM det_pres GROUP BY ALL)
             SELECT d.domain, d.service, d.org, d.day, d.dp, f.first_day, o.org_first,
                    (SELECT count(*) FROM det_pres pr WHERE pr.domain = d.domain AND pr.org = d.org
@@ -527,15 +536,15 @@ def _lookalikes(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: dat
     return _df(
         con,
         f"""WITH x AS (
-                SELECT domain, day, 'envelope_from' AS typ, env_from AS val, dmarc_pass, msgs
+                SELECT domain, day, nday, 'envelope_from' AS typ, env_from AS val, dmarc_pass, msgs
                 FROM det_v WHERE NOT relayed AND env_from <> ''
                 UNION ALL
-                SELECT domain, day, 'dkim_domain', dkim_domain, dmarc_pass, msgs
+                SELECT domain, day, nday, 'dkim_domain', dkim_domain, dmarc_pass, msgs
                 FROM det_v WHERE NOT relayed AND dkim_domain IS NOT NULL
                 UNION ALL
-                SELECT domain, day, 'header_from', header_from, dmarc_pass, msgs
+                SELECT domain, day, nday, 'header_from', header_from, dmarc_pass, msgs
                 FROM det_v WHERE NOT relayed
-            ), f AS (SELECT domain, typ, val, min(day) AS first_day FROM x GROUP BY ALL)
+            ), f AS (SELECT domain, typ, val, min(nday) AS first_day FROM x GROUP BY ALL)
             SELECT x.domain, x.typ, x.val, f.first_day, min(x.day) AS day_min, max(x.day) AS day_max,
                    sum(x.msgs) AS msgs, coalesce(sum(x.msgs) FILTER (WHERE x.dmarc_pass), 0) AS passed
             FROM x JOIN f USING (domain, typ, val)

@@ -238,6 +238,15 @@ def _service_context(features: Features, params: Params) -> pd.DataFrame:
 # --------------------------------------------------------------------------- novelty inside providers
 
 
+def _significant_excess(df: pd.DataFrame) -> pd.Series:
+    """The provider's extra passing mail beyond two sigma of noise (0 when not significant)."""
+    import pandas as pd
+
+    excess = pd.to_numeric(df["excess"], errors="coerce").fillna(0.0)
+    sigma = pd.to_numeric(df["sigma"], errors="coerce").fillna(0.0)
+    return (excess - 2.0 * sigma).clip(lower=0.0)
+
+
 def range_findings(features: Features, params: Params) -> list[Finding]:
     """New /24 or /48 ranges of an authorized provider sending passing mail.
 
@@ -260,7 +269,7 @@ def range_findings(features: Features, params: Params) -> list[Finding]:
         df = df.assign(obs=pd.NA, exp=pd.NA, sigma=pd.NA, excess=pd.NA, z=pd.NA, flag=False)
     # Several new ranges of one service on one day share that day's excess.
     day_new = df.groupby(["domain", "service", "day"])["dp"].transform("sum").clip(lower=1)
-    excess = pd.to_numeric(df["excess"], errors="coerce").fillna(0.0).clip(lower=0.0)
+    excess = _significant_excess(df)
     df["additive"] = [min(float(dp), float(ex) * float(dp) / float(tot))
                       for dp, ex, tot in zip(df["dp"], excess, day_new, strict=True)]
     out: list[Finding] = []
@@ -360,7 +369,7 @@ def identifier_findings(features: Features, params: Params, new_services: set[tu
     if not ctx.empty:
         df = df.merge(ctx, on=["domain", "service", "day"], how="left")
     else:
-        df = df.assign(obs=pd.NA, exp=pd.NA, excess=pd.NA)
+        df = df.assign(obs=pd.NA, exp=pd.NA, excess=pd.NA, sigma=pd.NA)
     out: list[Finding] = []
     for (domain, typ, val), rows in df.groupby(["domain", "typ", "val"]):
         first = rows["first_day"].iloc[0]
@@ -376,7 +385,7 @@ def identifier_findings(features: Features, params: Params, new_services: set[tu
         if total < params.identifier_min_pass:
             continue
         main_rows = rows[rows["service"] == main]
-        excess = pd.to_numeric(main_rows["excess"], errors="coerce").fillna(0.0).clip(lower=0.0)
+        excess = _significant_excess(main_rows)
         additive_by_day = [min(float(a), float(b)) for a, b in zip(main_rows["dp"], excess, strict=True)]
         added_total = float(sum(additive_by_day))
         i = max(range(len(additive_by_day)), key=lambda k: additive_by_day[k])
