@@ -125,11 +125,9 @@ def fetch(
     mailboxes = run_guarded(load_imap_settings, settings.raw, cli_values, mailbox=mailbox)
     if password_file is not None and not Path(password_file).is_file():
         fail(f"password file {password_file} not found", 2)
-    if watch:
-        fetch_log = logging.getLogger("dmarclens.fetch")
-        if logging.getLogger("dmarclens").getEffectiveLevel() > logging.INFO and \
-                logging.getLogger("dmarclens").getEffectiveLevel() < logging.ERROR:
-            fetch_log.setLevel(logging.INFO)  # a service should say what it ingested
+    level = logging.getLogger("dmarclens").getEffectiveLevel()
+    if watch and logging.INFO < level < logging.ERROR:
+        logging.getLogger("dmarclens.fetch").setLevel(logging.INFO)  # a service should say what it ingested
     progress = _FetchProgress(enabled=not as_json and not watch)
     options = FetchOptions(
         db_path=settings.db, dry_run=dry_run, lock_timeout=settings.lock_timeout, workers=settings.workers,
@@ -140,9 +138,10 @@ def fetch(
     for m in result.mailboxes:
         if m.error:
             click.echo(f"dmarclens: error: {m.error}", err=True)
+    quiet = logging.getLogger("dmarclens").getEffectiveLevel() >= logging.ERROR  # -q: only errors (cron)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
-    else:
+    elif not quiet:
         _echo_summary(result, settings.db)
     sys.exit(result.exit_code)
 
