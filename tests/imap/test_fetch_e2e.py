@@ -16,6 +16,7 @@ from tests.imap.helpers import (
     INVALID,
     cli_env,
     count,
+    fetch_args,
     fill_mixed_mailbox,
     fill_simple,
     query,
@@ -202,3 +203,50 @@ def test_xoauth2_login_with_token_command(imap_account: ImapAccount, tmp_path: P
     assert "login failed" in denied.stderr and imap_account.user in denied.stderr
     assert token not in denied.stderr + denied.stdout
     assert count(imap_account, "INBOX") == 1
+
+
+def test_since_size_limit_and_progress_bar_on_a_terminal(imap_account: ImapAccount, tmp_path: Path) -> None:
+    """--since leaves older mail alone; an oversized message is not downloaded but moved to the
+    invalid folder with the reason; on a terminal a progress bar is drawn."""
+    import os
+    from datetime import datetime
+
+    fill_simple(imap_account, 3)
+    imap_account.server.append(imap_account.user, "INBOX", simple_report_mail(8),
+                               msg_time=datetime(2020, 1, 1, 12, 0))
+    padding = "x" * 300_000
+    big = simple_report_mail(9).replace(b"\r\n\r\n", f"\r\nX-Padding: {padding}\r\n\r\n".encode(), 1)
+    big_uid = imap_account.server.append(imap_account.user, "INBOX", big)
+    db = tmp_path / "r.duckdb"
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dmarclens", *fetch_args(imap_account, db, "--since", "2026-01-01")],
+            env=cli_env(imap_account, {"DMARCLENS_IMAP_MAX_MESSAGE_MB": "0.2"}),
+            stdout=subprocess.PIPE, stderr=slave, text=True)
+        os.close(slave)
+        slave = -1
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=60)
+    finally:
+        os.close(master)
+        if slave != -1:
+            os.close(slave)
+    terminal = b"".join(chunks).decode()
+
+    assert proc.returncode == 3, terminal
+    assert f"fetch {imap_account.user}@127.0.0.1:{imap_account.port}/INBOX: [" in terminal
+    assert "4/4 messages (3 archived, 1 invalid)" in terminal
+    assert stored_report_ids(db) == ["r0", "r1", "r2"]
+    assert count(imap_account, "INBOX") == 1  # the 2020 message, untouched
+    [(reason, message_id)] = query(db, "SELECT reason, message_id FROM ingest_items WHERE uid = ?", [big_uid])
+    assert "over the 0.2 MB limit" in reason and message_id == "<msg-9@test.example>"
+    assert count(imap_account, INVALID) == 1
