@@ -10,7 +10,8 @@ column instead of recomputing 30-day windows on every page render.
 
 ``refresh(con, rules)`` recomputes every row and writes only rows whose class
 changed; any caller that just stored records may call it inside its own
-transaction (it does no DNS and takes about a second per million records).
+transaction (it does no DNS and takes a few seconds per million records, see
+benchmarks/enrich.md; call it once at the end of a run, not per batch).
 """
 
 from __future__ import annotations
