@@ -496,6 +496,7 @@ async def resolve_many_async(
     IP, which would cost more CPU than the lookup's own bookkeeping.
     """
     client = DnsClient(nameservers, timeout)
+    _ensure_fd_limit(concurrency + 128)
     queue: asyncio.Queue[str] = asyncio.Queue()
     for ip in ips:
         queue.put_nowait(ip)
@@ -512,6 +513,21 @@ async def resolve_many_async(
     n = max(1, min(concurrency, queue.qsize()))
     await asyncio.gather(*(worker() for _ in range(n)))
     return results
+
+
+def _ensure_fd_limit(wanted: int) -> None:
+    """Each lookup in flight holds one socket: raise the soft open-files limit
+    (often 1024) towards ``wanted`` when the hard limit allows, so a high
+    ``--concurrency`` does not turn into "too many open files" errors."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError):
+        log.debug("could not raise the open-files limit to %d", wanted)
 
 
 def resolve_many(
