@@ -149,7 +149,8 @@ def posture(domains: tuple[str, ...], db: str | None, config: str | None, namese
     customers passes SPF as you, whether the reports show each in real use,
     and the DKIM keys of selectors the reports show. DOMAINS default to the
     configured domains, else every domain in the reports. Results are stored
-    with a timestamp (posture_checks) for the dashboard.
+    with a timestamp (posture_checks) for the dashboard. Exit 1 when DNS
+    answered for none of the domains.
 
     \b
     Example:
@@ -169,8 +170,13 @@ def posture(domains: tuple[str, ...], db: str | None, config: str | None, namese
     )
     if not results:
         fail("no domains to check: name them, set `domains` in the config, or ingest reports first", 2)
+    from dmarclens.enrich.posture import dns_failed
+
+    all_failed = all(dns_failed(p) for p in results)
     if fmt == "json":
         click.echo(json.dumps([p.to_json() for p in results], indent=2))
+        if all_failed:
+            fail("DNS answered for none of the domains (see --nameserver, --timeout)")
         return
     from dmarclens.output import to_table
 
@@ -195,3 +201,5 @@ def posture(domains: tuple[str, ...], db: str | None, config: str | None, namese
             for line in p.findings:
                 click.echo(f"  - {line}")
     sys.stdout.flush()
+    if all_failed:
+        fail("DNS answered for none of the domains (see --nameserver, --timeout)")

@@ -39,6 +39,7 @@ SPF_VOID_LIMIT = 2
 MAX_INCLUDE_DEPTH = 10
 MAX_SELECTORS = 25
 DEFAULT_UNUSED_DAYS = 30
+DNS_FAILURES = ("timeout", "servfail", "error")
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,9 @@ class DmarcPolicy:
 
     @property
     def strength(self) -> str:
-        """missing, monitor, partial or enforced (see docs/identity.md)."""
+        """missing, monitor, partial or enforced (see docs/identity.md); unknown when DNS failed."""
+        if self.status in DNS_FAILURES:
+            return "unknown"
         if self.status != "ok" or self.p not in ("none", "quarantine", "reject"):
             return "missing"
         if self.p == "none":
@@ -633,6 +636,11 @@ def store(con: duckdb.DuckDBPyConnection, results: Sequence[Posture], nameserver
                 [[check_id, p.domain, k.selector, k.status, k.key_type, k.key_bits, k.record, k.messages,
                   k.last_seen] for k in p.dkim],
             )
+
+
+def dns_failed(p: Posture) -> bool:
+    """True when neither the DMARC nor the SPF record could be read: the check says nothing."""
+    return p.dmarc.status in DNS_FAILURES and p.spf.status in DNS_FAILURES
 
 
 def posture_db(

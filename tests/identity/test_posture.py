@@ -161,3 +161,16 @@ def test_dkim_key_facts() -> None:
     assert pm.dkim_key_facts(f"v=DKIM1; k=ed25519; p={ed}") == ("ok", "ed25519", 256)
     assert pm.platform_for_include("1234567.spf07.hubspotemail.net").name == "HubSpot"  # type: ignore[union-attr]
     assert pm.platform_for_include("_spf.example.com") is None
+
+
+def test_dns_down_stores_unknown_and_exits_1(world, cli) -> None:  # type: ignore[no-untyped-def]
+    server, db = world
+    server.mode = "servfail"
+    res = cli("posture", "example.com", "--db", str(db), "--nameserver", f"127.0.0.1:{server.port}",
+              "--timeout", "0.3", "--format", "json")
+    assert res.returncode == 1 and "DNS answered for none" in res.stderr
+    (data,) = json.loads(res.stdout)
+    assert data["dmarc"]["status"] == "servfail" and data["dmarc"]["strength"] == "unknown"
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT policy_strength, spf_status FROM posture_checks").fetchall() == [
+            ("unknown", "servfail")]
