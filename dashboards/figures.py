@@ -27,6 +27,8 @@ ACCENT = "#1f4e79"
 BASELINE = "#5f6b7a"
 DOMAIN_COLOURS = ["#1f4e79", "#7b3294", "#008837", "#e66101", "#5e3c99", "#0571b0", "#a6611a", "#4d4d4d"]
 
+MAX_LINES = 8
+
 _LAYOUT: dict[str, Any] = {
     "template": "plotly_white",
     "margin": {"l": 10, "r": 10, "t": 48, "b": 10},
@@ -89,6 +91,11 @@ def pass_rate_per_day(daily: pd.DataFrame, title: str = "DMARC pass rate per dom
     """One line per domain: share of messages passing DMARC each day."""
     if daily.empty:
         return empty(title)
+    totals = daily.groupby("domain")[["passed", "messages"]].sum()
+    if len(totals) > MAX_LINES:  # fifty lines are noise: show the domains that need attention
+        worst = (totals["passed"] / totals["messages"]).nsmallest(MAX_LINES).index
+        daily = daily[daily["domain"].isin(worst)]
+        title = f"{title} — the {MAX_LINES} lowest of {len(totals)}"
     fig = go.Figure()
     for i, (domain, g) in enumerate(daily.groupby("domain", sort=True)):
         rate = (g["passed"] / g["messages"].where(g["messages"] > 0)).fillna(0)
@@ -180,8 +187,9 @@ def identity_vs_baseline(
     """An anomaly's identity: daily messages (pass/fail) against its own baseline.
 
     The baseline drawn is the trailing 28-day median of the days before each
-    day (what "normal" looked like then); the detector's expected value, when
-    it gives one, is a dashed line; the anomaly window is shaded.
+    day (what "normal" looked like then), frozen at the anomaly's first day;
+    the detector's expected daily value, when above zero, is a dashed line;
+    the anomaly window is shaded.
     """
     if series.empty:
         return empty(title, "No mail from this identity in the window")
@@ -189,6 +197,11 @@ def identity_vs_baseline(
     full = pd.date_range(s.index.min(), s.index.max(), freq="D")
     s = s.reindex(full, fill_value=0)
     baseline = s["messages"].shift(1).rolling(28, min_periods=5).median()
+    if first_day is not None:  # freeze "normal" at the anomaly's start: the anomaly must not raise its own bar
+        start = pd.Timestamp(first_day)
+        frozen = baseline[baseline.index <= start]
+        if not frozen.empty:
+            baseline[baseline.index > start] = frozen.iloc[-1]
     fig = go.Figure([
         go.Bar(x=full, y=s["passed"], name="Passed DMARC", marker_color=PASS,
                hovertemplate="%{y:,} passed<extra></extra>"),
@@ -198,7 +211,7 @@ def identity_vs_baseline(
                    line={"color": BASELINE, "dash": "dot", "width": 2},
                    hovertemplate="baseline %{y:,.0f}<extra></extra>"),
     ])
-    if expected is not None:
+    if expected:
         fig.add_hline(y=expected, line={"color": BASELINE, "dash": "dash", "width": 1},
                       annotation_text=f"expected ≈ {expected:,.0f}/day", annotation_position="top left")
     if first_day is not None and last_day is not None:

@@ -360,7 +360,8 @@ def delta_pct_points(now: float | None, before: float | None) -> str | None:
 def delta_count(now: int | None, before: int | None) -> str | None:
     if now is None or not before:
         return None
-    return f"{(now - before) / before * 100:+.0f}%"
+    change = (now - before) / before * 100
+    return f"{change:+.1f}%" if abs(change) < 10 else f"{change:+.0f}%"
 
 
 RATE = st.column_config.ProgressColumn("Pass rate", format="percent", min_value=0.0, max_value=1.0, width="small")

@@ -32,7 +32,8 @@ def _identity_text(value: Any) -> str:
 
 
 def _kind(kind: Any) -> str:
-    return str(kind or "").replace("_", " ").capitalize()
+    text = str(kind or "").replace("_", " ").capitalize()
+    return text.replace(" ip ", " IP ").replace("Ip ", "IP ").replace(" dkim", " DKIM")
 
 
 view = ui.current_view()
@@ -120,7 +121,8 @@ m[1].metric("Expected", ui.num(a.get("expected")) if a.get("expected") is not No
             help="What the baseline expected from this identity on those days")
 m[2].metric("Passed DMARC", ui.num(a.get("passed")), border=True)
 m[3].metric("Failed DMARC", ui.num(a.get("failed")), border=True)
-m[4].metric("Days", f"{first} → {last}" if first and last else "–", border=True)
+span_days = (pd.Timestamp(last) - pd.Timestamp(first)).days + 1 if first and last else None
+m[4].metric("Days", ui.num(span_days), border=True, help=f"{first} → {last}")
 
 if first and last and view.first_day and view.last_day:
     start = max(view.first_day, pd.Timestamp(first).date() - timedelta(days=60))

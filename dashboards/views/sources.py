@@ -18,12 +18,12 @@ if not view.has_data:
     st.stop()
 f = view.filters
 
-data = ui.fetch(
-    services=("source_services", f), countries=("country_totals", f), classes=("traffic_classes", f),
-    totals=("totals", f), new=("new_sources", f),
-)
-services: pd.DataFrame = data["services"]
-countries: pd.DataFrame = data["countries"]
+# What is selected upstream decides what the lower tables list; read it before drawing them.
+base = ui.fetch(all=("sources_overview", f, None, None, 500), classes=("traffic_classes", f),
+                totals=("totals", f))
+services: pd.DataFrame = base["all"]["services"]
+countries: pd.DataFrame = base["all"]["countries"]
+data = {"new": base["all"]["new"], "totals": base["totals"], "classes": base["classes"]}
 
 c = st.columns(5)
 c[0].metric("Services / networks", ui.num(len(services)), border=True,
@@ -31,9 +31,9 @@ c[0].metric("Services / networks", ui.num(len(services)), border=True,
 c[1].metric("Sending IPs", ui.num(data["totals"]["sources"]), border=True)
 c[2].metric("Countries", ui.num(countries["country"].notna().sum()), border=True)
 c[3].metric("New IPs in period", ui.num(data["new"]["ips"]), border=True,
-            help="IPs never seen for these domains before this period")
+            help="IPs that sent mail for these domains in this period and none in the 90 days before it")
 c[4].metric("Mail from new IPs", ui.num(data["new"]["messages"]), border=True,
-            help="Messages sent in this period by IPs first seen in it")
+            help="Messages sent in this period by those new IPs")
 
 left, right = st.columns(2)
 left.plotly_chart(figures.services_bar(services), key="src-services-bar")
@@ -64,8 +64,9 @@ svc_rows = ui.table(
 )
 service: str | None = services.iloc[svc_rows[0]]["service"] if svc_rows and svc_rows[0] < len(services) else None
 
-range_calls: dict[str, ui.Call] = {"ranges": ("source_ranges", f, service)}
-ranges: pd.DataFrame = ui.fetch(**range_calls)["ranges"]
+ranges: pd.DataFrame = (
+    base["all"]["ranges"] if service is None else ui.fetch(s=("sources_overview", f, service, None, 500))["s"]["ranges"]
+)
 st.subheader("IP ranges" + (f" of {ui.esc(service)}" if service else ""))
 st.caption("IPv4 /24 and IPv6 /48 networks. Select one to list its IPs.")
 rng_rows = ui.table(
@@ -82,7 +83,10 @@ rng_rows = ui.table(
 )
 ip_range: str | None = ranges.iloc[rng_rows[0]]["ip_range"] if rng_rows and rng_rows[0] < len(ranges) else None
 
-ips: pd.DataFrame = ui.fetch(ips=("source_ips", f, service, ip_range, 500))["ips"]
+ips: pd.DataFrame = (
+    base["all"]["ips"] if service is None and ip_range is None
+    else ui.fetch(s=("sources_overview", f, service, ip_range, 500))["s"]["ips"]
+)
 scope = ip_range or service
 st.subheader("IPs" + (f" in {ui.esc(scope)}" if scope else "") + " — top 500 by volume")
 st.caption("First/last seen are over all time for the selected domains. Select an IP for its history.")
