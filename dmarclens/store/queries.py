@@ -8,7 +8,7 @@ the CLI and analysts' notebooks share one tested implementation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -338,128 +338,161 @@ def domain_summary(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
 
 
 def _source_ips_sql(con: duckdb.DuckDBPyConnection, where: str) -> str:
-    info_cols = columns_of(con, "ip_info")
-    fcrdns = "i.fcrdns" if "fcrdns" in info_cols else "NULL::BOOLEAN"
+    """Per-IP totals of the window with the grouping keys (service, range, country); kept narrow on purpose."""
     return f"""
         WITH s AS (
             SELECT source_ip, sum(messages)::BIGINT AS messages, sum(passed)::BIGINT AS passed,
-                   sum(disp_quarantine)::BIGINT + sum(disp_reject)::BIGINT AS blocked,
-                   min(day) AS first_in_range, max(day) AS last_in_range,
-                   string_agg(DISTINCT domain, ', ' ORDER BY domain) AS domains
+                   (sum(disp_quarantine) + sum(disp_reject))::BIGINT AS blocked,
+                   min(day) AS first_in_range, max(day) AS last_in_range
             FROM {_rollup(con)} WHERE {where} GROUP BY source_ip)
         SELECT s.source_ip, {SERVICE_EXPR} AS service, i.service_type, {range_expr('s.source_ip')} AS ip_range,
-               i.country, i.asn, i.as_name, i.reverse_dns, i.base_domain, {fcrdns} AS fcrdns,
-               s.messages, s.passed, s.messages - s.passed AS failed, s.passed / s.messages AS pass_rate,
-               s.blocked, s.first_in_range, s.last_in_range, s.domains
+               i.country, s.messages, s.passed, s.messages - s.passed AS failed, s.passed / s.messages AS pass_rate,
+               s.blocked, s.first_in_range, s.last_in_range
         FROM s LEFT JOIN ip_info i ON i.ip = s.source_ip"""
 
 
-def source_ips(
+NEW_LOOKBACK_DAYS = 90
+"""An IP counts as new in a window when it sent nothing in the 90 days before it (bounded, so it stays fast)."""
+
+
+def sources_overview(
     con: duckdb.DuckDBPyConnection,
     f: Filters,
-    *,
     service: str | None = None,
     ip_range: str | None = None,
     limit: int = 500,
-) -> pd.DataFrame:
-    """Sending IPs by volume (optionally inside one service or range), with all-time first/last seen.
+) -> dict[str, Any]:
+    """Everything the Sources page lists, from one pass over the window.
 
-    First/last seen ignore the date filter on purpose: "first seen 3 days ago"
-    is what tells a new source apart, whatever window is on screen.
+    The per-IP aggregate of the window (with service, range and country) is
+    built once into a temporary table; services, ranges, countries, the IP
+    list and the "new IPs" count all come from it, so the page pays for the
+    big scan once (well under a second at 10 M records, not several).
+    ``service``/``ip_range`` narrow the range and IP lists (the drill-down).
+
+    Returns ``services``, ``ranges``, ``ips`` (top ``limit`` by volume, with
+    all-time first/last seen), ``countries`` (DataFrames) and ``new`` (IPs
+    that sent in the window and not in the NEW_LOOKBACK_DAYS before it).
     """
     where, params = f.where()
     dwhere, dparams = Filters(domains=f.domains).where()
-    outer: list[str] = []
-    oparams: list[Any] = []
-    if service is not None:
-        outer.append("service = ?")
-        oparams.append(service)
-    if ip_range is not None:
-        outer.append("ip_range = ?")
-        oparams.append(ip_range)
-    owhere = " AND ".join(outer) or "TRUE"
-    return _df(
-        con,
-        f"""WITH ips AS (SELECT * FROM ({_source_ips_sql(con, where)}) WHERE {owhere}
-                         ORDER BY messages DESC, source_ip LIMIT {int(limit)}),
-                 seen AS (SELECT source_ip, min(day) AS first_seen, max(day) AS last_seen
-                          FROM {_rollup(con)}
-                          WHERE {dwhere} AND source_ip IN (SELECT source_ip FROM ips) GROUP BY source_ip)
-            SELECT ips.* EXCLUDE (first_in_range, last_in_range), seen.first_seen, seen.last_seen
-            FROM ips LEFT JOIN seen USING (source_ip) ORDER BY messages DESC, source_ip""",
-        params + oparams + dparams,
-    )
-
-
-def source_services(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
-    """Providers/services (or networks) by volume: the top layer of "who sends as me"."""
-    where, params = f.where()
-    return _df(
-        con,
-        f"""SELECT service, any_value(service_type) AS service_type, sum(messages)::BIGINT AS messages,
-                   sum(passed)::BIGINT AS passed, sum(failed)::BIGINT AS failed, sum(passed)::BIGINT / sum(messages)::BIGINT AS pass_rate,
-                   count(DISTINCT ip_range) AS ranges, count(*) AS ips,
-                   string_agg(DISTINCT country, ', ' ORDER BY country) AS countries,
-                   min(first_in_range) AS first_day, max(last_in_range) AS last_day
-            FROM ({_source_ips_sql(con, where)}) GROUP BY service ORDER BY messages DESC, service""",
-        params,
-    )
-
-
-def source_ranges(
-    con: duckdb.DuckDBPyConnection, f: Filters, *, service: str | None = None, limit: int = 500
-) -> pd.DataFrame:
-    """IP ranges (/24, /48) by volume, optionally inside one service."""
-    where, params = f.where()
-    swhere = "service = ?" if service is not None else "TRUE"
-    sparams = [service] if service is not None else []
-    return _df(
-        con,
-        f"""SELECT ip_range, service, sum(messages)::BIGINT AS messages, sum(passed)::BIGINT AS passed, sum(failed)::BIGINT AS failed,
-                   sum(passed)::BIGINT / sum(messages)::BIGINT AS pass_rate, count(*) AS ips,
-                   string_agg(DISTINCT country, ', ' ORDER BY country) AS countries,
-                   min(first_in_range) AS first_day, max(last_in_range) AS last_day
-            FROM ({_source_ips_sql(con, where)}) WHERE {swhere}
-            GROUP BY ip_range, service ORDER BY messages DESC, ip_range LIMIT {int(limit)}""",
-        params + sparams,
-    )
-
-
-def country_totals(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
-    """Messages and failures per source country (ISO 3166 alpha-2; NULL when unknown)."""
-    where, params = f.where()
-    return _df(
-        con,
-        f"""WITH s AS (SELECT source_ip, sum(messages)::BIGINT AS messages, sum(passed)::BIGINT AS passed
-                       FROM {_rollup(con)} WHERE {where} GROUP BY source_ip)
-            SELECT i.country, sum(s.messages)::BIGINT AS messages, sum(s.messages - s.passed)::BIGINT AS failed,
-                   sum(s.passed)::BIGINT / sum(s.messages)::BIGINT AS pass_rate, count(*) AS ips
-            FROM s LEFT JOIN ip_info i ON i.ip = s.source_ip
-            GROUP BY i.country ORDER BY messages DESC""",
-        params,
-    )
+    tmp = "_dl_window_ips"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {tmp} AS {_source_ips_sql(con, where)}", params)
+    try:
+        services = _df(
+            con,
+            f"""SELECT service, any_value(service_type) AS service_type, sum(messages)::BIGINT AS messages,
+                       sum(passed)::BIGINT AS passed, sum(failed)::BIGINT AS failed,
+                       sum(passed)::BIGINT / sum(messages)::BIGINT AS pass_rate,
+                       count(DISTINCT ip_range) AS ranges, count(*) AS ips,
+                       string_agg(DISTINCT country, ', ' ORDER BY country) AS countries,
+                       min(first_in_range) AS first_day, max(last_in_range) AS last_day
+                FROM {tmp} GROUP BY service ORDER BY messages DESC, service""",
+        )
+        swhere = "service = ?" if service is not None else "TRUE"
+        sparams = [service] if service is not None else []
+        ranges = _df(
+            con,
+            f"""SELECT ip_range, service, sum(messages)::BIGINT AS messages, sum(passed)::BIGINT AS passed,
+                       sum(failed)::BIGINT AS failed, sum(passed)::BIGINT / sum(messages)::BIGINT AS pass_rate,
+                       count(*) AS ips, string_agg(DISTINCT country, ', ' ORDER BY country) AS countries,
+                       min(first_in_range) AS first_day, max(last_in_range) AS last_day
+                FROM {tmp} WHERE {swhere}
+                GROUP BY ip_range, service ORDER BY messages DESC, ip_range LIMIT {int(limit)}""",
+            sparams,
+        )
+        countries = _df(
+            con,
+            f"""SELECT country, sum(messages)::BIGINT AS messages, sum(failed)::BIGINT AS failed,
+                       sum(passed)::BIGINT / sum(messages)::BIGINT AS pass_rate, count(*) AS ips
+                FROM {tmp} GROUP BY country ORDER BY messages DESC""",
+        )
+        iwhere = [swhere] + (["ip_range = ?"] if ip_range is not None else [])
+        iparams = sparams + ([ip_range] if ip_range is not None else [])
+        info_cols = columns_of(con, "ip_info")
+        fcrdns = "i.fcrdns" if "fcrdns" in info_cols else "NULL::BOOLEAN"
+        ips = _df(
+            con,
+            f"""WITH top AS (SELECT * FROM {tmp} WHERE {' AND '.join(iwhere)}
+                             ORDER BY messages DESC, source_ip LIMIT {int(limit)}),
+                     seen AS (SELECT source_ip, min(day) AS first_seen, max(day) AS last_seen FROM {_rollup(con)}
+                              WHERE {dwhere} AND source_ip IN (SELECT source_ip FROM top) GROUP BY source_ip),
+                     doms AS (SELECT source_ip, string_agg(DISTINCT domain, ', ' ORDER BY domain) AS domains
+                              FROM {_rollup(con)}
+                              WHERE {where} AND source_ip IN (SELECT source_ip FROM top) GROUP BY source_ip)
+                SELECT top.source_ip, top.service, top.service_type, top.ip_range, top.country, i.asn, i.as_name,
+                       i.reverse_dns, i.base_domain, {fcrdns} AS fcrdns, top.messages, top.passed, top.failed,
+                       top.pass_rate, top.blocked, doms.domains, seen.first_seen, seen.last_seen
+                FROM top LEFT JOIN seen USING (source_ip) LEFT JOIN doms USING (source_ip)
+                LEFT JOIN ip_info i ON i.ip = top.source_ip
+                ORDER BY top.messages DESC, top.source_ip""",
+            iparams + dparams + params,
+        )
+        new: dict[str, int] = {"ips": 0, "messages": 0}
+        if f.start is not None:
+            # New = sent in the window and nothing in the lookback before it.
+            row = con.execute(
+                f"""SELECT count(*), coalesce(sum(messages), 0)::BIGINT FROM {tmp}
+                    WHERE source_ip NOT IN (SELECT source_ip FROM {_rollup(con)}
+                                            WHERE {dwhere} AND day < ? AND day >= ?)""",
+                dparams + [f.start, f.start - timedelta(days=NEW_LOOKBACK_DAYS)],
+            ).fetchone()
+            new = {"ips": int(row[0]), "messages": int(row[1])} if row else new
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {tmp}")
+    return {"services": services, "ranges": ranges, "ips": ips, "countries": countries, "new": new}
 
 
 def traffic_class_column(con: duckdb.DuckDBPyConnection) -> str | None:
-    """Name of the traffic-class column in v_records once enrichment adds it (else None)."""
-    cols = columns_of(con, "v_records")
-    for name in ("traffic_class", "class"):
-        if name in cols:
-            return name
-    return None
+    """Name of the per-record traffic-class column once enrichment (0002) adds it (else None)."""
+    return "traffic_class" if has_column(con, "records", "traffic_class") else None
 
 
 def traffic_classes(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame | None:
-    """Messages per traffic class (authorized, forwarded, spoofed ...) when enrichment provides it."""
+    """Messages per traffic class (authorized, forwarded, spoofed ...) when enrichment provides it.
+
+    Rows not classified yet count as "unclassified" so the bars add up to the total.
+    """
     col = traffic_class_column(con)
     if col is None:
         return None
-    where, params = f.where()
+    where, params = f.where("r.day", "p.domain")
     return _df(
         con,
-        f"""SELECT coalesce({col}, 'unknown') AS traffic_class, sum(count)::BIGINT AS messages,
-                   count(DISTINCT source_ip) AS ips
-            FROM v_records WHERE {where} GROUP BY 1 ORDER BY messages DESC""",
+        f"""SELECT coalesce(r.{col}, 'unclassified') AS traffic_class, sum(r.count)::BIGINT AS messages,
+                   count(DISTINCT r.source_ip) AS ips
+            FROM records r JOIN reports p USING (report_key) WHERE {where} GROUP BY 1 ORDER BY messages DESC""",
+        params,
+    )
+
+
+def ip_traffic_classes(con: duckdb.DuckDBPyConnection, f: Filters, ips: list[str]) -> pd.DataFrame | None:
+    """Traffic classes seen per IP (for the IPs on screen), largest class first."""
+    col = traffic_class_column(con)
+    if col is None or not ips:
+        return None
+    where, params = f.where("r.day", "p.domain")
+    return _df(
+        con,
+        f"""WITH c AS (SELECT r.source_ip, coalesce(r.{col}, 'unclassified') AS cls, sum(r.count) AS n
+                       FROM records r JOIN reports p USING (report_key)
+                       WHERE {where} AND r.source_ip IN (SELECT unnest(?)) GROUP BY 1, 2)
+            SELECT source_ip, string_agg(cls, ', ' ORDER BY n DESC) AS traffic_class FROM c GROUP BY 1""",
+        params + [list(ips)],
+    )
+
+
+def lookalikes(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame | None:
+    """Identifiers imitating the user's domains (enrichment's lookalike table), when present."""
+    if not has_table(con, "identifier_lookalikes"):
+        return None
+    where, params = (
+        ("owned_domain IN (SELECT unnest(?))", [list(f.domains)]) if f.domains else ("TRUE", [])
+    )
+    return _df(
+        con,
+        f"""SELECT identifier, identifier_kind, owned_domain, technique, detail, messages, first_seen, last_seen
+            FROM identifier_lookalikes WHERE {where} ORDER BY messages DESC LIMIT 500""",
         params,
     )
 
@@ -556,30 +589,37 @@ def days_with_data(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     )
 
 
-def posture_table(con: duckdb.DuckDBPyConnection) -> str | None:
-    """Where the DNS posture findings live once enrichment adds them (else None)."""
-    for name in ("v_posture", "posture_findings", "dns_posture", "posture"):
-        if has_table(con, name):
-            return name
-    return None
-
-
 def posture(con: duckdb.DuckDBPyConnection, domains: tuple[str, ...] = ()) -> pd.DataFrame | None:
-    """DNS posture findings for the domains, newest first (None when posture never ran)."""
-    name = posture_table(con)
-    if name is None:
+    """The latest DNS posture check per domain (None when `dmarclens posture` never ran)."""
+    if not has_table(con, "posture_checks"):
         return None
-    cols = columns_of(con, name)
-    where, params = ("domain IN (SELECT unnest(?))", [list(domains)]) if domains and "domain" in cols else ("TRUE", [])
-    order = next((c for c in ("checked_at", "resolved_at", "observed_at", "created_at") if c in cols), None)
-    order_sql = f"ORDER BY {order} DESC" if order else ""
-    return _df(con, f"SELECT * FROM {name} WHERE {where} {order_sql} LIMIT 500", params)
+    where, params = ("domain IN (SELECT unnest(?))", [list(domains)]) if domains else ("TRUE", [])
+    return _df(
+        con,
+        f"""SELECT * FROM posture_checks WHERE {where}
+            QUALIFY row_number() OVER (PARTITION BY domain ORDER BY checked_at DESC, check_id DESC) = 1
+            ORDER BY domain""",
+        params,
+    )
+
+
+def posture_spf_includes(con: duckdb.DuckDBPyConnection, check_ids: tuple[int, ...]) -> pd.DataFrame | None:
+    """SPF includes of posture checks: the platforms the domain authorises, used or not."""
+    if not has_table(con, "posture_spf_includes"):
+        return None
+    return _df(
+        con,
+        """SELECT domain, include, platform, multi_tenant, depth, status, messages, last_seen, unused
+           FROM posture_spf_includes WHERE check_id IN (SELECT unnest(?))
+           ORDER BY domain, multi_tenant DESC, messages DESC NULLS LAST, include""",
+        [list(check_ids)],
+    )
 
 
 # --- reports -------------------------------------------------------------------
 
 def reports_page(
-    con: duckdb.DuckDBPyConnection, f: Filters, *, reporter: str | None = None, limit: int = 1000
+    con: duckdb.DuckDBPyConnection, f: Filters, reporter: str | None = None, limit: int = 1000
 ) -> pd.DataFrame:
     """Report list for the Reports page, optionally for one reporter."""
     where, params = f.where("CAST(begin_ts AS DATE)")
@@ -706,7 +746,7 @@ def _id_col(cols: set[str]) -> str:
     return next((c for c in ("anomaly_id", "id") if c in cols), "id")
 
 
-def anomalies(con: duckdb.DuckDBPyConnection, f: Filters, *, status: str | None = "open") -> pd.DataFrame | None:
+def anomalies(con: duckdb.DuckDBPyConnection, f: Filters, status: str | None = "open") -> pd.DataFrame | None:
     """Detector findings, most severe first (None when detection has never run on this file)."""
     name = anomaly_relation(con)
     if name is None:
@@ -727,11 +767,15 @@ def anomalies(con: duckdb.DuckDBPyConnection, f: Filters, *, status: str | None 
     if status and scol:
         if status == "open":
             clauses.append(f"coalesce({scol}, 'open') IN ('open', 'new')")
+        elif status == "all":
+            pass
         else:
             clauses.append(f"{scol} = ?")
             params.append(status)
     where = " AND ".join(clauses) or "TRUE"
     rank = "CASE lower(severity) " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in SEVERITY_RANK.items()) + " ELSE 0 END"
+    if "severity_rank" in cols:
+        rank = "severity_rank"
     order = [f"{rank} DESC"] if "severity" in cols else []
     order += [c + " DESC" for c in ("last_day", "messages") if c in cols]
     return _df(con, f"SELECT * FROM {name} WHERE {where} ORDER BY {', '.join(order) or '1'} LIMIT 1000", params)
@@ -750,12 +794,14 @@ def open_anomaly_counts(con: duckdb.DuckDBPyConnection, f: Filters) -> dict[str,
 _IDENTITY_FILTERS = {
     "service": f"{SERVICE_EXPR} = ?",
     "asn": "i.asn = TRY_CAST(? AS INTEGER)",
+    "as_name": "i.as_name = ?",
     "base_domain": "i.base_domain = ?",
     "envelope_from": "r.envelope_from = ?",
     "header_from": "r.header_from = ?",
     "dkim_domain": "list_contains(list_transform(r.dkim, lambda x: x.domain), ?)",
     "dkim_selector": "list_contains(list_transform(r.dkim, lambda x: x.selector), ?)",
     "ip_range": f"{range_expr('r.source_ip')} = ?",
+    "network": f"{range_expr('r.source_ip')} = ?",
     "reporter": "p.org_name = ?",
     "envelope_to": "r.envelope_to = ?",
 }
@@ -796,6 +842,57 @@ def identity_series(
             FROM records r JOIN reports p USING (report_key) LEFT JOIN ip_info i ON i.ip = r.source_ip
             WHERE {' AND '.join(clauses)} GROUP BY r.day ORDER BY r.day""",
         params,
+    )
+
+
+def acknowledge_anomaly(
+    con: duckdb.DuckDBPyConnection, anomaly_id: str, *, note: str | None, by: str | None
+) -> bool:
+    """The dashboard's one write: record an acknowledgement, in one short transaction.
+
+    Uses the detection stage's anomaly_acks table (migration 0003); the
+    acknowledgement keeps the kind, domain, identity and severity so repeats
+    of the same finding stay quiet (see v_anomalies). Returns False when the
+    anomaly does not exist. The caller opens a writable connection just for
+    this and closes it at once, so an ingest waits at most one transaction.
+    """
+    con.execute("BEGIN TRANSACTION")
+    try:
+        row = con.execute(
+            "SELECT kind, domain, identity_key, severity_rank FROM anomalies WHERE anomaly_id = ?", [anomaly_id]
+        ).fetchone()
+        if row is None:
+            con.execute("ROLLBACK")
+            return False
+        con.execute(
+            "INSERT INTO anomaly_acks (anomaly_id, kind, domain, identity_key, severity_rank, acked_at, acked_by, note) "
+            "VALUES (?, ?, ?, ?, ?, now(), ?, ?)",
+            [anomaly_id, row[0], row[1], row[2], row[3], by, note],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return True
+
+
+def anomaly_by_id(con: duckdb.DuckDBPyConnection, anomaly_id: str) -> dict[str, Any] | None:
+    """One anomaly with its status (from v_anomalies), or None."""
+    name = anomaly_relation(con)
+    if name is None:
+        return None
+    cur = con.execute(f"SELECT * FROM {name} WHERE {_id_col(columns_of(con, name))} = ?", [anomaly_id])
+    row = cur.fetchone()
+    return dict(zip([d[0] for d in cur.description or []], row, strict=False)) if row else None
+
+
+def reports_by_keys(con: duckdb.DuckDBPyConnection, report_keys: list[str]) -> pd.DataFrame:
+    """The reports behind a piece of evidence, newest first."""
+    return _df(
+        con,
+        """SELECT report_key, org_name AS reporter, report_id, domain, begin_ts, end_ts, message_count AS messages
+           FROM reports WHERE report_key IN (SELECT unnest(?)) ORDER BY begin_ts DESC, org_name LIMIT 500""",
+        [list(report_keys or [])],
     )
 
 
@@ -865,4 +962,66 @@ def posture_history(con: duckdb.DuckDBPyConnection, domain: str, limit: int = 10
                    spf_lookups, spf_all, len(findings) AS findings
             FROM posture_checks WHERE domain = ? ORDER BY checked_at DESC, check_id DESC LIMIT {int(limit)}""",
         [domain],
+    )
+
+
+# ---------------------------------------------------------------------- forged-report defence (0007)
+# Reports about domains not in the owner's list keep their records in
+# foreign_records, so every count above already leaves them out; these
+# functions show them, and the mail verdicts, on purpose (dmarclens/security.py).
+
+
+def trusted_report_keys_sql(con: duckdb.DuckDBPyConnection, *, ignore_unverified: bool = False) -> str:
+    """SQL selecting the report keys that may steer decisions, for ``report_key IN (...)``.
+
+    Always excludes reports stored apart as not the owner's; with
+    ``ignore_unverified`` also those whose mail failed authentication
+    (``mail_auth = 'unverified'``). Files and pre-0007 reports stay in: there
+    was no mail to check. Works on databases without 0007 (all reports).
+    """
+    if not has_table(con, "report_trust"):
+        return "SELECT report_key FROM reports"
+    cond = "NOT owned" + (" OR mail_auth = 'unverified'" if ignore_unverified else "")
+    return (
+        "SELECT report_key FROM reports WHERE report_key NOT IN ("
+        "SELECT report_key FROM report_trust WHERE " + cond + ")"
+    )
+
+
+def report_trust_summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Counts of reports per mail verdict, plus how many are hidden as not the owner's."""
+    out = {"verified": 0, "unverified": 0, "not_mail": 0, "not_checked": 0, "hidden": 0}
+    if not has_table(con, "report_trust"):
+        return out
+    for verdict, n in con.execute("SELECT mail_auth, count(*) FROM v_report_trust GROUP BY 1").fetchall():
+        out[verdict] = int(n)
+    row = con.execute("SELECT count(*) FROM v_report_trust WHERE NOT owned").fetchone()
+    out["hidden"] = int(row[0]) if row else 0
+    return out
+
+
+def hidden_reports(con: duckdb.DuckDBPyConnection, limit: int = 500) -> pd.DataFrame | None:
+    """Reports kept apart because their domain is not the owner's: what someone sent, counted nowhere."""
+    if not has_table(con, "report_trust"):
+        return None
+    return _df(
+        con,
+        f"""SELECT v.report_key, v.domain, v.org_name, v.report_id, v.begin_ts, v.end_ts,
+                   v.message_count AS messages, v.mail_auth, v.auth_detail, p.origin, p.ingested_at
+            FROM v_report_trust v JOIN reports p USING (report_key)
+            WHERE NOT v.owned ORDER BY p.ingested_at DESC, v.report_key LIMIT {int(limit)}""",
+    )
+
+
+def unverified_reports(con: duckdb.DuckDBPyConnection, limit: int = 500) -> pd.DataFrame | None:
+    """Counted reports whose mail did not authenticate as their reporter (possible forgeries)."""
+    if not has_table(con, "report_trust"):
+        return None
+    return _df(
+        con,
+        f"""SELECT v.report_key, v.domain, v.org_name, v.report_id, v.begin_ts, v.message_count AS messages,
+                   v.auth_method, v.auth_domain, v.auth_detail, p.origin
+            FROM v_report_trust v JOIN reports p USING (report_key)
+            WHERE v.owned AND v.mail_auth = 'unverified'
+            ORDER BY v.begin_ts DESC, v.report_key LIMIT {int(limit)}""",
     )
