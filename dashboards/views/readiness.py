@@ -87,15 +87,35 @@ for dom, _row, v in verdicts:
     with st.expander(f"Other sources: forwarding and unauthorised ({len(others):,})"):
         ui.table(others, key=f"rd-other-{dom}", name=f"readiness-other-{dom}", column_config=role_cols,
                  column_order=["service", "role", "messages", "failed", "failed_overridden", "reject", "ips"])
-    if posture is not None:
-        p_rows = posture[posture["domain"] == dom] if "domain" in posture.columns else posture
-        st.markdown("**DNS posture**")
+    if posture is not None and not posture.empty:
+        st.markdown("**DNS posture** (the live records, as `dmarclens posture` last saw them)")
+        p_rows = posture[posture["domain"] == dom]
         if p_rows.empty:
-            st.caption(f"No posture check stored for this domain yet (`dmarclens posture {ui.esc(dom)}`).")
+            st.caption(f"No posture check stored for this domain yet: run `dmarclens posture {ui.esc(dom)}`.")
         else:
-            ui.table(p_rows, key=f"rd-posture-{dom}", name=f"posture-{dom}")
+            check = p_rows.iloc[0]
+            facts = {k: check.get(k) for k in ("checked_at", "dmarc_record", "policy_strength", "p", "sp", "np", "pct",
+                                               "rua", "spf_record", "spf_lookups", "spf_all") if k in check}
+            left, right = st.columns([1, 1])
+            with left:
+                ui.kv_table(facts, key=f"rd-posture-{dom}")
+            with right:
+                findings = check.get("findings")
+                for item in list(findings) if findings is not None else []:
+                    st.markdown("- " + ui.esc(item, 600))
+                if findings is None or len(findings) == 0:
+                    st.caption("No weaknesses found in the published records.")
+            includes = ui.fetch(inc=("posture_spf_includes", (int(check["check_id"]),)))["inc"]
+            if includes is not None and not includes.empty:
+                st.caption("SPF includes: multi-tenant platforms let any of their customers pass SPF as you; "
+                           "unused ones are authorisation to remove.")
+                ui.table(includes, key=f"rd-spf-{dom}", name=f"spf-includes-{dom}", height=260, column_config={
+                    "multi_tenant": st.column_config.CheckboxColumn("Shared platform"),
+                    "unused": st.column_config.CheckboxColumn("Unused"),
+                    "messages": ui.int_col("Messages seen"), "last_seen": ui.date_col("Last seen"),
+                })
 
-if posture is None:
+if posture is None or posture.empty:
     st.divider()
     st.caption("DNS posture (the live DMARC/SPF/DKIM records and the shared platforms your SPF authorises) "
                "appears here once `dmarclens posture` has run.")

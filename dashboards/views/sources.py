@@ -20,7 +20,7 @@ f = view.filters
 
 # What is selected upstream decides what the lower tables list; read it before drawing them.
 base = ui.fetch(all=("sources_overview", f, None, None, 500), classes=("traffic_classes", f),
-                totals=("totals", f))
+                totals=("totals", f), lookalikes=("lookalikes", f))
 services: pd.DataFrame = base["all"]["services"]
 countries: pd.DataFrame = base["all"]["countries"]
 data = {"new": base["all"]["new"], "totals": base["totals"], "classes": base["classes"]}
@@ -98,10 +98,25 @@ ip_cols: dict[str, Any] = {
     "first_seen": ui.date_col("First seen"), "last_seen": ui.date_col("Last seen"),
     "domains": st.column_config.TextColumn("Domains"),
 }
+classified = classes is not None and bool(set(classes["traffic_class"]) - {"unclassified"})
+if classified and not ips.empty:
+    per_ip = ui.fetch(c=("ip_traffic_classes", f, ips["source_ip"].tolist()))["c"]
+    if per_ip is not None:
+        ips = ips.merge(per_ip, on="source_ip", how="left")
+        ip_cols = {**ip_cols, "traffic_class": st.column_config.TextColumn("Traffic class")}
 ip_rows = ui.table(
     ips, key=f"src-ips-{hash((service, ip_range))}", name="ips", select=True, height=360,
     column_order=list(ip_cols), column_config=ip_cols,
 )
+
+lookalikes = base["lookalikes"]
+if lookalikes is not None and not lookalikes.empty:
+    st.subheader("Lookalike identifiers")
+    st.caption("Envelope-from and DKIM domains in the reports that imitate your domains.")
+    ui.table(lookalikes, key="src-lookalikes", name="lookalikes", height=260, column_config={
+        "messages": ui.int_col("Messages"), "first_seen": ui.date_col("First seen"),
+        "last_seen": ui.date_col("Last seen"),
+    })
 
 # --- one source ----------------------------------------------------------------------------
 selected_ip: str | None = None

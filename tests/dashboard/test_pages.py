@@ -241,3 +241,34 @@ def test_password_gate(known_db: Path, app_env: Callable[[Path], None], monkeypa
     at = at.button[0].click().run()
     no_exception(at)
     assert metrics(at)["Messages"]
+
+
+def test_enrichment_results_are_shown(known_db: Path, run_page: Callable[..., Any]) -> None:
+    """Traffic classes and DNS posture (migration 0002's columns and tables) appear once filled."""
+    con = dbmod.connect(known_db)
+    try:
+        con.execute("UPDATE records SET traffic_class = CASE WHEN dmarc_pass THEN 'authorized' "
+                    f"WHEN source_ip = '{FORWARDER_IP}' THEN 'forwarded' ELSE 'spoofed' END")
+        con.execute("""INSERT INTO posture_checks (checked_at, domain, dmarc_status, p, policy_strength, spf_status,
+                           spf_lookups, spf_all, findings)
+                       VALUES (now(), 'alpha.example', 'ok', 'none', 'monitoring only', 'ok', 3, '~all',
+                               ['p=none: failing mail is delivered', 'SPF authorises spf.protection.outlook.com'])""")
+        check_id = con.execute("SELECT max(check_id) FROM posture_checks").fetchone()[0]
+        con.execute("""INSERT INTO posture_spf_includes (check_id, domain, include, depth, platform, multi_tenant,
+                           status, messages, unused)
+                       VALUES (?, 'alpha.example', 'spf.protection.outlook.com', 1, 'Microsoft 365', true, 'ok',
+                               1500, false)""", [check_id])
+    finally:
+        con.close()
+    at = run_page(known_db, "sources", period="All data")
+    no_exception(at)
+    ips = frame_with(at, "traffic_class").set_index("source_ip")
+    assert ips.loc[FORWARDER_IP, "traffic_class"] == "forwarded"
+    assert ips.loc[SENDGRID_IP, "traffic_class"] == "authorized, spoofed"
+    assert any("Traffic classes" in c.proto.spec for c in at.get("plotly_chart"))
+    at = run_page(known_db, "readiness")
+    no_exception(at)
+    text = " ".join(m.value for m in at.markdown).replace("\\", "")
+    assert "p=none: failing mail is delivered" in text
+    includes = frame_with(at, "multi_tenant")
+    assert includes.iloc[0]["include"] == "spf.protection.outlook.com"
