@@ -35,6 +35,7 @@ import re
 import socket
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from io import BytesIO
@@ -186,6 +187,15 @@ class RowChunk:
         return pa.RecordBatch.from_arrays(out, names=names)
 
 
+@dataclass(frozen=True)
+class _Vetted:
+    """What the streaming parser saw while reading, for cheap validation."""
+
+    min_count: int | None
+    max_count: int | None
+    texts: frozenset[str] | None  # None: too many distinct strings to list
+
+
 class ColumnarRecords(RecordBatch):
     """A report's records as Arrow batches plus one unconverted tail chunk.
 
@@ -203,6 +213,7 @@ class ColumnarRecords(RecordBatch):
         self._rows = rows
         self._messages = messages
         self._cache: dict[str, list[Any]] = {}
+        self.vetted: _Vetted | None = None
 
     def __len__(self) -> int:
         return self._rows
@@ -219,7 +230,7 @@ class ColumnarRecords(RecordBatch):
 
     def __getstate__(self) -> dict[str, Any]:
         return {"batches": self.batches, "tail": self.tail, "_rows": self._rows,
-                "_messages": self._messages, "_cache": {}}
+                "_messages": self._messages, "_cache": {}, "vetted": self.vetted}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -227,6 +238,20 @@ class ColumnarRecords(RecordBatch):
     @property
     def messages(self) -> int:
         return self._messages
+
+    def needs_repair(self, *, max_count: int, unsafe: re.Pattern[str]) -> bool | None:
+        """Whether any count is outside ``0..max_count`` or any stored string
+        matches ``unsafe``, answered from what the parser noted while reading
+        (a few distinct strings), not by scanning rows; IPs passed
+        ``inet_pton`` and cannot hold such characters. ``None`` when the
+        parser could not vouch (too many distinct strings): scan instead.
+        """
+        v = self.vetted
+        if v is None or v.texts is None:
+            return None
+        if v.min_count is not None and (v.min_count < 0 or (v.max_count or 0) > max_count):
+            return True
+        return any(unsafe.search(t) for t in v.texts)
 
     def arrow_batches(self) -> list[pa.RecordBatch]:
         """All rows as Arrow batches (the tail converted on the fly)."""
@@ -555,6 +580,10 @@ class _Parser:
         self.messages = 0
         self.min_begin: int | None = None
         self.max_end: int | None = None
+        self.min_count: int | None = None
+        self.max_count: int | None = None
+        self.texts: set[str] = set()  # every distinct string stored (IPs aside)
+        self.texts_complete = True
         self.records_seen = 0
 
     # ---- driver
@@ -742,6 +771,19 @@ class _Parser:
         low_hdr: dict[str | None, str | None] = {None: None}
         selectors: dict[str | None, str] = {None: "none"}
 
+        texts = self.texts
+
+        def note(value: Any) -> None:
+            # Remember each distinct stored string (a handful per report), so
+            # ColumnarRecords.needs_repair can vet them without a row scan.
+            if isinstance(value, tuple):
+                value = value[0]
+            if value is not None:
+                if len(texts) < 200_000:
+                    texts.add(value)
+                else:
+                    parser.texts_complete = False
+
         def word(raw: str | None) -> tuple[str | None, bool]:
             hit = words.get(raw)
             if hit is None:
@@ -753,6 +795,7 @@ class _Parser:
                     hit = (_lower(lowered), lowered == "pass")
                 if len(words) < 10_000:
                     words[raw] = hit
+                note(hit)
             return hit
 
         def lowered(raw: str | None) -> str | None:
@@ -762,6 +805,7 @@ class _Parser:
                 hit = _lower(text) if text else None
                 if len(low) < 100_000:
                     low[raw] = hit
+                note(hit)
             return hit
 
         def lowered_twice(raw: str | None) -> str | None:
@@ -773,6 +817,7 @@ class _Parser:
                 hit = _lower(text.lower()) if text else None
                 if len(low_hdr) < 100_000:
                     low_hdr[raw] = hit
+                note(hit)
             return hit
 
         def selector(raw: str | None) -> str:
@@ -781,6 +826,7 @@ class _Parser:
                 hit = (raw.strip() or "none") if raw is not None else "none"
                 if len(selectors) < 100_000:
                     selectors[raw] = hit
+                note(hit)
             return hit
 
         results: dict[tuple[Any, ...], tuple[Any, ...]] = {}
@@ -797,7 +843,7 @@ class _Parser:
 
         def reason(elem: Any) -> tuple[str | None, str | None]:
             if not len(elem):
-                raise declined("'NoneType' object has no attribute 'get'")
+                raise declined("a <reason> without child elements (parsedmarc drops the record)")
             rtype = comment = missing
             for child in elem:
                 tag = child.tag
@@ -810,6 +856,7 @@ class _Parser:
                         raise declined("repeated or nested <comment> in a reason")
                     comment = child.text
             comment = comment.strip() or None if isinstance(comment, str) else None
+            note(comment)
             return (lowered(rtype) if rtype is not missing else None, comment)
 
         def handle(rec: Any) -> None:
@@ -1009,7 +1056,11 @@ class _Parser:
 
     def _account(self, rows: list[tuple[Any, ...]]) -> None:
         self.n_rows += len(rows)
-        self.messages += sum(r[4] for r in rows)
+        counts = [r[4] for r in rows]
+        self.messages += sum(counts)
+        lo_count, hi_count = min(counts), max(counts)
+        self.min_count = lo_count if self.min_count is None else min(lo_count, self.min_count)
+        self.max_count = hi_count if self.max_count is None else max(hi_count, self.max_count)
         lo = min(r[1] for r in rows)
         hi = max(r[2] for r in rows)
         self.min_begin = lo if self.min_begin is None else min(lo, self.min_begin)
@@ -1041,6 +1092,8 @@ class _Parser:
         else:
             fmt = "rfc7489"
         records = ColumnarRecords(self.batches, RowChunk(self.rows), rows=self.n_rows, messages=self.messages)
+        records.vetted = _Vetted(self.min_count, self.max_count,
+                                 frozenset(self.texts) if self.texts_complete else None)
         return Report(
             org_name=str(meta["org_name"]).strip(),
             org_email=meta["org_email"],
