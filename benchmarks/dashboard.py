@@ -194,9 +194,9 @@ def page_calls(con: Any, last: date) -> dict[str, list[tuple[str, tuple[Any, ...
     return {
         "Overview": sidebar + [("overview_daily", (f,)), ("totals", (f,)), ("domain_summary", (f,)),
                                ("open_anomaly_counts", (f,)), ("totals", (prev,))],
-        "Sources": sidebar + [("sources_overview", (f, None, None, 500)), ("traffic_classes", (f,)),
+        "Sources": sidebar + [("sources_overview", (f, None, None, 200)), ("traffic_classes", (f,)),
                               ("totals", (f,))],
-        "Sources: one service": [("sources_overview", (f, "Microsoft", None, 500))],
+        "Sources: one service": [("sources_overview", (f, "Microsoft", None, 200))],
         "Sources: one IP": [("source_info", (ip,)), ("source_history", (f, ip)), ("source_reports", (f, ip)),
                             ("source_identifiers", (f, ip))],
         "Anomalies": sidebar + anomaly_calls,

@@ -65,8 +65,15 @@ role_cols = {
     "at_risk_share": st.column_config.NumberColumn("Share lost", format="percent"),
     "ips": ui.int_col("IPs"),
 }
-for dom, _row, v in verdicts:
-    st.divider()
+# One domain at a time: fifty domains' charts and tables on one page take seconds to draw and
+# bury the answer. Default to the domain that most needs attention.
+order = {"bad": 0, "warn": 1, "good": 2}
+ranked = sorted(verdicts, key=lambda t: (order[t[2].level], -(t[2].loss_share or 0), t[0]))
+st.divider()
+names = [d for d, _, _ in ranked]
+picked = st.selectbox("Domain", names, index=0, key="rd-domain",
+                      help="Sorted with the domains that need work first") if len(names) > 1 else names[0]
+for dom, _row, v in [t for t in ranked if t[0] == picked]:
     title, badge = st.columns([3, 2], vertical_alignment="center")
     title.subheader(ui.esc(dom))
     badge.markdown(f":{COLOURS[v.level]}-badge[{ICONS[v.level]} {v.status}]")

@@ -19,7 +19,7 @@ if not view.has_data:
 f = view.filters
 
 # What is selected upstream decides what the lower tables list; read it before drawing them.
-base = ui.fetch(all=("sources_overview", f, None, None, 500), classes=("traffic_classes", f),
+base = ui.fetch(all=("sources_overview", f, None, None, 200), classes=("traffic_classes", f),
                 totals=("totals", f), lookalikes=("lookalikes", f))
 services: pd.DataFrame = base["all"]["services"]
 countries: pd.DataFrame = base["all"]["countries"]
@@ -65,7 +65,7 @@ svc_rows = ui.table(
 service: str | None = services.iloc[svc_rows[0]]["service"] if svc_rows and svc_rows[0] < len(services) else None
 
 ranges: pd.DataFrame = (
-    base["all"]["ranges"] if service is None else ui.fetch(s=("sources_overview", f, service, None, 500))["s"]["ranges"]
+    base["all"]["ranges"] if service is None else ui.fetch(s=("sources_overview", f, service, None, 200))["s"]["ranges"]
 )
 st.subheader("IP ranges" + (f" of {ui.esc(service)}" if service else ""))
 st.caption("IPv4 /24 and IPv6 /48 networks. Select one to list its IPs.")
@@ -85,10 +85,10 @@ ip_range: str | None = ranges.iloc[rng_rows[0]]["ip_range"] if rng_rows and rng_
 
 ips: pd.DataFrame = (
     base["all"]["ips"] if service is None and ip_range is None
-    else ui.fetch(s=("sources_overview", f, service, ip_range, 500))["s"]["ips"]
+    else ui.fetch(s=("sources_overview", f, service, ip_range, 200))["s"]["ips"]
 )
 scope = ip_range or service
-st.subheader("IPs" + (f" in {ui.esc(scope)}" if scope else "") + " — top 500 by volume")
+st.subheader("IPs" + (f" in {ui.esc(scope)}" if scope else "") + " — top 200 by volume")
 st.caption("First/last seen are over all time for the selected domains. Select an IP for its history.")
 ip_cols: dict[str, Any] = {
     "source_ip": st.column_config.TextColumn("IP"), "service": st.column_config.TextColumn("Service"),
