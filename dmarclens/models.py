@@ -39,6 +39,7 @@ class RawItem:
     mail_from_domain: str | None = None  # sender of the report mail, fallback for empty org_name
     problem: str | None = None  # set when the source already knows the item is unusable
     kind_hint: str | None = None  # "failure" for RUF mail recognised by its MIME structure
+    mail_auth: Any = None  # dmarclens.security.MailAuth of the carrying mail; None for bare files
 
     @property
     def sha256(self) -> str:

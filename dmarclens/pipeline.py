@@ -8,16 +8,18 @@ the file is never blocked for longer than one batch write.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
+from dmarclens import security
 from dmarclens.enrich.offline import shared_enricher
 from dmarclens.errors import ReportParseError
 from dmarclens.models import ItemResult, ParsedItem, RawItem, RunSummary
@@ -37,10 +39,26 @@ class Parsed:
     raw: RawItem
     item: ParsedItem | None = None
     error: str | None = None
+    sha256: str | None = None  # of the raw bytes, kept after they are dropped
+    size_bytes: int | None = None
 
 
 def parse_raw(raw: RawItem) -> Parsed:
-    """Pure: bytes in, parsed report or reason out. Safe to run in a worker process."""
+    """Pure: bytes in, parsed report or reason out. Safe to run in a worker process.
+
+    The raw bytes are dropped once parsed (their hash and size are kept): a
+    batch holds up to hundreds of items until its commit, and keeping every
+    zip member or mail part alive until then would let one hostile archive
+    hold gigabytes.
+    """
+    parsed = _parse(raw)
+    if raw.data:
+        parsed.sha256, parsed.size_bytes = raw.sha256, len(raw.data)
+        parsed.raw = dataclasses.replace(raw, data=b"")
+    return parsed
+
+
+def _parse(raw: RawItem) -> Parsed:
     if raw.problem:
         return Parsed(raw, error=raw.problem)
     if raw.kind_hint == "failure":
@@ -55,10 +73,10 @@ def parse_raw(raw: RawItem) -> Parsed:
         return Parsed(raw, error="report too large to parse in memory")
 
 
-def _base_result(raw: RawItem) -> ItemResult:
+def _base_result(raw: RawItem, *, sha256: str | None = None, size_bytes: int | None = None) -> ItemResult:
     return ItemResult(
         origin=raw.origin, origin_kind=raw.origin_kind, outcome="rejected", member=raw.member,
-        sha256=raw.sha256 if raw.data else None, size_bytes=len(raw.data) if raw.data else None,
+        sha256=raw.sha256 if raw.data else sha256, size_bytes=len(raw.data) if raw.data else size_bytes,
         mailbox=raw.mailbox, uidvalidity=raw.uidvalidity, uid=raw.uid, message_id=raw.message_id,
     )
 
@@ -73,11 +91,15 @@ class Ingestor:
     lock_timeout: float = 30.0
     batch_items: int = 500
     batch_records: int = 200_000
+    batch_bytes: int = 128 * 1024 * 1024  # report XML held until the commit
     progress: ProgressFn | None = None
+    domains: Sequence[str] | None = None  # the owner's domains; None = config/env (dmarclens.security)
     summary: RunSummary = field(default_factory=lambda: RunSummary(run_id=uuid.uuid4().hex[:16]))
     _pending: list[Parsed] = field(default_factory=list)
     _pending_records: int = 0
+    _pending_bytes: int = 0
     _run_written: bool = False
+    _domains: tuple[str, ...] = ()
     _started: float = field(default_factory=time.monotonic)
 
     @property
@@ -94,12 +116,15 @@ class Ingestor:
         self._pending.append(parsed)
         if parsed.item and parsed.item.report:
             self._pending_records += len(parsed.item.report.records)
-        if len(self._pending) >= self.batch_items or self._pending_records >= self.batch_records:
+            self._pending_bytes += len(parsed.item.raw_xml or b"")
+        if (len(self._pending) >= self.batch_items or self._pending_records >= self.batch_records
+                or self._pending_bytes >= self.batch_bytes):
             self.flush()
 
     def flush(self, *, finished: bool = False) -> list[ItemResult]:
         """Write pending items in one transaction; return their results."""
         pending, self._pending, self._pending_records = self._pending, [], 0
+        self._pending_bytes = 0
         if not pending and not finished:
             return []
         results: list[ItemResult] = []
@@ -108,6 +133,8 @@ class Ingestor:
             try:
                 if not self._run_written:
                     write.start_run(con, self.run_id, self.command, self.source_kind)
+                wanted = security.current().domains if self.domains is None else self.domains
+                self._domains = security.apply_domain_list(con, wanted)  # cheap unless the list changed
                 results = self._write(con, pending)
                 for r in results:
                     self.summary.add(r)
@@ -136,8 +163,9 @@ class Ingestor:
         stored = write.existing_keys(con, keys)
         results: list[ItemResult] = []
         ips: set[str] = set()
+        trust: list[security.TrustRow] = []
         for p in pending:
-            res = _base_result(p.raw)
+            res = _base_result(p.raw, sha256=p.sha256, size_bytes=p.size_bytes)
             if p.error is not None:
                 res.reason = p.error
                 log.warning("%s: %s", _label(p.raw), p.error)
@@ -152,23 +180,35 @@ class Ingestor:
                 if report.key in stored:
                     res.outcome = "duplicate"
                     same = stored[report.key] == sha
+                    if same and p.raw.mail_auth is not None:
+                        security.upgrade_trust(con, report.key, security.verdict(p.raw.mail_auth, report))
                     res.reason = (
                         "same report already stored" if same else
                         "same report (reporter, id, domain, interval) already stored with different "
                         "content; kept the first copy"
                     )
+                    if not same:  # a receiver's correction, or someone pre-empting a real report: say so
+                        log.warning("%s: %s", _label(p.raw), res.reason)
                 else:
                     write.insert_report(con, report, raw_xml=raw_xml, origin=p.raw.origin,
                                         member=p.raw.member, run_id=self.run_id)
                     stored[report.key] = sha
+                    owned = security.is_owned(report.domain, self._domains)
+                    trust.append(security.TrustRow(report.key, report.domain, owned,
+                                                   security.verdict(p.raw.mail_auth, report)))
                     res.outcome = "stored"
-                    if report.warnings:
-                        res.reason = "; ".join(report.warnings)
+                    notes = list(report.warnings)
+                    if not owned:
+                        notes.insert(0, f"stored apart and hidden: {report.domain} is not one of your domains")
+                    if notes:
+                        res.reason = "; ".join(notes)
                         log.warning("%s: stored, but %s", _label(p.raw), res.reason)
                     res.records = len(report.records)
                     res.messages = report.records.messages
                     ips.update(report.records.source_ip)
             results.append(res)
+        # Before the rollup: a report for someone else's domain must never reach it.
+        security.store_trust(con, trust)
         if ips:
             write.upsert_ip_facts(con, ips, shared_enricher())
         rollups.add_for_reports(con, [r.report_key for r in results if r.outcome == "stored" and r.report_key])

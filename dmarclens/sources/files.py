@@ -19,7 +19,8 @@ from pathlib import Path
 
 from dmarclens.errors import ReportParseError
 from dmarclens.models import RawItem
-from dmarclens.parse import MAX_REPORT_BYTES, read_zip_member
+from dmarclens.parse import MAX_REPORT_BYTES, read_zip_member, unsafe_member_name
+from dmarclens.security import check_mail
 from dmarclens.sources.mime import iter_report_parts, mail_info, parse_message
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,11 @@ def iter_zip(data: bytes, *, origin: str, name: str | None, origin_kind: str = "
         single = len(members) == 1
         for info in members:
             member = None if single else info.filename
+            unsafe = unsafe_member_name(info.filename)
+            if unsafe:
+                yield RawItem(data=b"", origin=origin, origin_kind=origin_kind, member=info.filename,
+                              name=info.filename, problem=unsafe)
+                continue
             try:
                 payload = read_zip_member(zf, info)
             except ReportParseError as e:
@@ -180,6 +186,7 @@ def items_from_mail(
         return [RawItem(data=data, member=member, problem=f"unreadable mail: {e}", **base)]
     base["message_id"] = info.message_id
     base["mail_from_domain"] = info.from_domain
+    base["mail_auth"] = check_mail(data, msg)  # the mail's own DKIM / Authentication-Results (forged reports)
     if info.is_failure_report:
         return [RawItem(data=b"", member=label("failure report"), kind_hint="failure", **base)]
     items: list[RawItem] = []

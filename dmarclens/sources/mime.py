@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from email.message import Message
 
 from dmarclens.errors import ReportParseError
-from dmarclens.parse import MAX_REPORT_BYTES, read_zip_member
+from dmarclens.parse import MAX_REPORT_BYTES, read_zip_member, unsafe_member_name
 
 MAX_MIME_DEPTH = 5
 MAX_PARTS = 200
@@ -90,7 +90,16 @@ def iter_report_parts(msg: Message, *, prefix: str = "", depth: int = 0) -> Iter
     too many parts) so the caller can reject it as a whole.
     """
     counter = [0]
-    yield from _walk(msg, prefix, depth, counter)
+    total = 0
+    for part in _walk(msg, prefix, depth, counter):
+        # Each part is bounded on its own; the sum must be too, or a zip of fifty
+        # members just under the limit would hold gigabytes for one mail.
+        total += len(part.data)
+        if total > MAX_REPORT_BYTES:
+            raise ReportParseError(
+                f"mail expands to more than {MAX_REPORT_BYTES // (1024 * 1024)} MB of report data; refused as a bomb"
+            )
+        yield part
 
 
 def _walk(part: Message, prefix: str, depth: int, counter: list[int]) -> Iterator[MailPart]:
@@ -141,7 +150,16 @@ def _zip_members(data: bytes, label: str, name: str | None) -> Iterator[MailPart
             raise ReportParseError(f"{label}: zip archive is empty")
         if len(members) > 50:
             raise ReportParseError(f"{label}: zip archive holds {len(members)} files; refused")
+        claimed = sum(i.file_size for i in members)
+        if claimed > MAX_REPORT_BYTES:
+            # Checked before reading any member: the mail's parts are held together.
+            raise ReportParseError(
+                f"{label}: zip archive expands to {claimed // (1024 * 1024)} MB; refused as a bomb"
+            )
         for info in members:
+            unsafe = unsafe_member_name(info.filename)
+            if unsafe:
+                raise ReportParseError(f"{label}: {unsafe}")
             yield MailPart(
                 data=read_zip_member(zf, info),
                 member=f"{label}!{info.filename}" if len(members) > 1 else label,
