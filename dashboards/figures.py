@@ -229,7 +229,7 @@ def enforcement_bars(rows: pd.DataFrame, title: str) -> go.Figure:
     if rows.empty:
         return empty(title, "No legitimate sources in the last 30 days")
     d = rows.nlargest(12, "messages").iloc[::-1]
-    labels = _safe_series(d["service"])
+    labels = [safe_label(v, 32) for v in d["service"]]
     fig = go.Figure([
         go.Bar(y=labels, x=d["passed"], orientation="h", name="Delivered (passes DMARC)", marker_color=PASS,
                hovertemplate="%{x:,} delivered<extra></extra>"),
