@@ -28,7 +28,7 @@ from tests.servers.streamlit_app import StreamlitServer, exceptions, wait_for_ap
 PAGES: list[tuple[str, str, int]] = [
     ("overview", "", 2),
     ("sources", "sources", 2),
-    ("anomalies", "anomalies", 0),
+    ("anomalies", "anomalies", 1),
     ("readiness", "readiness", 1),
     ("reports", "reports", 1),
     ("ingest", "ingest", 0),
