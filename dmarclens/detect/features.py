@@ -63,6 +63,7 @@ class Params:
     spike_ratio: float = 1.5
     spike_min_excess: float = 40.0
     spike_over_max: float = 1.5  # ... and this many times the largest same weekday of the last 8 weeks
+    sustain_days: int = 3  # or this many days in a row clearly above, significant together
     # spoofing bursts (failing mail from services that are not authorized)
     spoof_z: float = 6.0
     spoof_ratio: float = 3.0
@@ -118,53 +119,102 @@ def _aligned_sql(dom: str, col: str) -> str:
 
 
 def unit_sql(where: str, *, with_ip: bool = False) -> str:
-    """SELECT producing unit rows from records (the one place the per-record logic lives).
+    """SELECT producing raw unit rows from records: the per-record logic, kept cheap.
 
-    Used for the whole history by ``build`` and, with ``with_ip``, for the few
-    days of a finding by ``evidence``.
+    Written for ten million rows: the DKIM result list is reduced to a hash
+    (``dkh``) and interpreted once per distinct list in ``det_dk`` (a domain
+    sees a few hundred distinct lists, not millions), and parse already
+    stored domains in lower case. Ranges and envelope_to are left out here
+    (``passing_detail_sql`` keeps them for passing mail, the only mail whose
+    range or audience matters); with ``with_ip`` (evidence for the days of a
+    finding) IPs, report keys, ranges and envelope_to are kept.
     """
-    ip_cols = "s.source_ip, " if with_ip else ""
-    own = "list_filter(r.dkim, lambda x: " + _aligned_sql("p.domain", "x.domain") + ")"
+    ip_cols = ("r.source_ip, r.report_key, coalesce(i.ip_range, r.source_ip) AS ip_range, "
+               "r.envelope_to AS env_to, " if with_ip else "")
     return f"""
-    WITH b AS (
-        SELECT p.domain, r.day, p.org, r.report_key, r.source_ip, r.count AS n,
-               CASE WHEN p.span_seconds > 129600 THEN p.last_day ELSE r.day END AS nday,
-               r.dmarc_pass, r.spf_aligned, r.dkim_aligned,
-               lower(coalesce(r.envelope_from, r.spf[1].domain, '')) AS env_from,
-               lower(coalesce(r.header_from, p.domain)) AS header_from,
-               lower(r.envelope_to) AS env_to,
-               {own} AS own,
-               r.dkim AS dk,
-               len(list_filter(coalesce(r.override_reasons, []), lambda x: {FORWARD_REASON})) > 0 AS fwd_reason
-        FROM records r JOIN det_rep p USING (report_key)
-        WHERE {where}
-    ), s AS (
-        SELECT b.*, coalesce(list_filter(own, lambda x: x.result = 'pass')[1], own[1], dk[1]) AS sig,
-               len(list_filter(dk, lambda x: x.result = 'pass' AND NOT {_aligned_sql('b.domain', 'x.domain')})) > 0
-                   AS other_pass
-        FROM b
-    )
-    SELECT s.domain, s.day, s.nday, s.org, s.report_key, {ip_cols}
+    SELECT p.domain, r.day, CASE WHEN p.span_seconds > 129600 THEN p.last_day ELSE r.day END AS nday,
+           p.org, {ip_cols}
            coalesce(i.service, 'Unknown network') AS service, i.asn,
-           coalesce(i.ip_range, s.source_ip) AS ip_range,
-           s.env_from, s.header_from, s.env_to,
-           lower(s.sig.domain) AS dkim_domain, coalesce(s.sig.selector, '') AS dkim_selector,
-           lower(coalesce(s.sig.result, 'none')) AS dkim_result,
-           len(s.own) > 0 AS has_own, s.other_pass, s.fwd_reason,
-           s.dmarc_pass, s.spf_aligned, s.dkim_aligned,
-           sum(s.n)::BIGINT AS msgs
-    FROM s LEFT JOIN det_ip i ON i.ip = s.source_ip
+           coalesce(r.envelope_from, r.spf[1].domain, '') AS env_from,
+           coalesce(r.header_from, p.domain) AS header_from,
+           hash(r.dkim) AS dkh,
+           {FORWARD_SQL} AS fwd_reason,
+           r.dmarc_pass, r.spf_aligned, r.dkim_aligned,
+           sum(r.count)::BIGINT AS msgs
+    FROM records r JOIN det_rep p USING (report_key) LEFT JOIN det_ip i ON i.ip = r.source_ip
+    WHERE {where}
     GROUP BY ALL
     """
 
 
-RELAYED_SQL = """
-    (NOT u.spf_aligned AND (
-        u.fwd_reason
-        OR (u.has_own AND h.home IS NOT NULL AND h.home <> u.service
-            AND (u.dkim_result = 'pass' OR u.other_pass))
-    ))
-"""
+FORWARD_SQL = (
+    "CASE WHEN len(coalesce(r.override_reasons, [])) = 0 THEN FALSE "
+    f"ELSE len(list_filter(r.override_reasons, lambda x: {FORWARD_REASON})) > 0 END"
+)
+
+
+def passing_detail_sql(where: str) -> str:
+    """Passing mail per range and per envelope_to domain (one scan, two grouping sets).
+
+    No reporter column: ranges and recipient domains are judged over all
+    reporters together, which keeps this table small.
+    """
+    return f"""
+    SELECT domain, day, nday, service, ip_range, env_to, dkh, fwd_reason, spf_aligned, sum(n)::BIGINT AS msgs
+    FROM (
+        SELECT p.domain, r.day, CASE WHEN p.span_seconds > 129600 THEN p.last_day ELSE r.day END AS nday,
+               coalesce(i.service, 'Unknown network') AS service,
+               coalesce(i.ip_range, r.source_ip) AS ip_range, r.envelope_to AS env_to,
+               hash(r.dkim) AS dkh, {FORWARD_SQL} AS fwd_reason, r.spf_aligned, r.count AS n
+        FROM records r JOIN det_rep p USING (report_key) LEFT JOIN det_ip i ON i.ip = r.source_ip
+        WHERE r.dmarc_pass AND {where}
+    )
+    GROUP BY GROUPING SETS ((domain, day, nday, service, ip_range, dkh, fwd_reason, spf_aligned),
+                            (domain, day, nday, service, env_to, dkh, fwd_reason, spf_aligned))
+    """
+
+
+def dkim_dictionary_sql(where: str) -> str:
+    """One row per policy domain and distinct DKIM result list: the signature that matters.
+
+    ``sig``: the passing signature aligned with the domain, else the first
+    aligned one, else the first; ``has_own``: any signature aligned with the
+    domain; ``other_pass``: a passing signature of another domain (a mailing
+    list re-signing what it modified).
+    """
+    aligned = _aligned_sql("d.domain", "x.domain")
+    return f"""
+    WITH d AS (
+        SELECT p.domain, hash(r.dkim) AS dkh, any_value(r.dkim) AS dk
+        FROM records r JOIN det_rep p USING (report_key) WHERE {where} GROUP BY ALL
+    ), o AS (
+        SELECT d.*, list_filter(dk, lambda x: {aligned}) AS own,
+               len(list_filter(dk, lambda x: x.result = 'pass' AND NOT {aligned})) > 0 AS other_pass
+        FROM d
+    )
+    SELECT domain, dkh, coalesce(list_filter(own, lambda x: x.result = 'pass')[1], own[1], dk[1]) AS sig,
+           len(own) > 0 AS has_own, other_pass
+    FROM o
+    """
+
+
+def classified_sql(src: str) -> str:
+    """Unit rows with their DKIM signature and the relayed flag (see the module docstring)."""
+    return f"""
+    SELECT u.* EXCLUDE (dkh),
+           k.sig.domain AS dkim_domain, coalesce(k.sig.selector, '') AS dkim_selector,
+           coalesce(k.sig.result, 'none') AS dkim_result,
+           coalesce(k.has_own, FALSE) AS has_own, coalesce(k.other_pass, FALSE) AS other_pass,
+           (NOT u.spf_aligned AND (
+               u.fwd_reason
+               OR (coalesce(k.has_own, FALSE) AND h.home IS NOT NULL AND h.home <> u.service
+                   AND (k.sig.result = 'pass' OR coalesce(k.other_pass, FALSE)))
+           )) AS relayed
+    FROM ({src}) u
+    LEFT JOIN det_dk k ON k.domain = u.domain AND k.dkh = u.dkh
+    LEFT JOIN det_home h ON h.domain = u.domain AND h.dkim_domain = k.sig.domain
+                        AND h.dkim_selector = coalesce(k.sig.selector, '')
+    """
 
 
 def _df(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
@@ -207,6 +257,7 @@ def build(
     import pandas as pd
 
     p = params or Params()
+    con.execute("PRAGMA disable_progress_bar")
     prepare(con, extra_authorized)
     first, last = con.execute("SELECT min(day), max(day) FROM records").fetchone() or (None, None)
     if first is None:
@@ -220,25 +271,29 @@ def build(
         return Features(None, None, first, last, *([empty] * 11))
 
     con.execute(f"CREATE OR REPLACE TEMP TABLE det_u AS {unit_sql('r.day <= ?')}", [upto])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE det_dk AS {dkim_dictionary_sql('r.day <= ?')}", [upto])
     # Home service of each DKIM selector: who sends most mail passing with it.
     con.execute(
         """CREATE OR REPLACE TEMP TABLE det_home AS
            SELECT domain, dkim_domain, dkim_selector, arg_max(service, m) AS home
-           FROM (SELECT domain, dkim_domain, dkim_selector, service, sum(msgs) AS m
-                 FROM det_u WHERE has_own AND dkim_result = 'pass' GROUP BY ALL)
+           FROM (SELECT u.domain, k.sig.domain AS dkim_domain, coalesce(k.sig.selector, '') AS dkim_selector,
+                        u.service, sum(u.msgs) AS m
+                 FROM det_u u JOIN det_dk k ON k.domain = u.domain AND k.dkh = u.dkh
+                 WHERE k.has_own AND k.sig.result = 'pass' GROUP BY ALL)
            GROUP BY ALL"""
     )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE det_x AS {classified_sql('SELECT * FROM det_u')}")
+    con.execute("DROP TABLE det_u")
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE det_v AS
-            SELECT u.*, {RELAYED_SQL} AS relayed
-            FROM det_u u LEFT JOIN det_home h USING (domain, dkim_domain, dkim_selector)"""
+            SELECT * FROM ({classified_sql(passing_detail_sql('r.day <= ?'))}) WHERE NOT relayed""",
+        [upto],
     )
-    con.execute("DROP TABLE det_u")
     if authorize_fn is not None:
-        pairs = authorize_fn(_df(con, "SELECT DISTINCT domain, service FROM det_v"))
+        pairs = authorize_fn(_df(con, "SELECT DISTINCT domain, service FROM det_x"))
         if pairs:
             con.executemany("INSERT INTO det_auth VALUES (?, ?)", [list(x) for x in pairs])
-    con.execute("CREATE OR REPLACE TEMP TABLE det_pres AS SELECT DISTINCT domain, org, day FROM det_v")
+    con.execute("CREATE OR REPLACE TEMP TABLE det_pres AS SELECT DISTINCT domain, org, day FROM det_x")
 
     # Per service and day, with history flags computed only from earlier days.
     con.execute(
@@ -252,7 +307,7 @@ def build(
                    coalesce(sum(msgs) FILTER (WHERE NOT relayed AND NOT dmarc_pass), 0) AS direct_fail,
                    coalesce(sum(msgs) FILTER (WHERE relayed), 0) AS relayed,
                    arg_max(asn, msgs) AS asn
-            FROM det_v GROUP BY ALL
+            FROM det_x GROUP BY ALL
         ), w AS (
             SELECT d.*,
                    coalesce(sum(CASE WHEN direct_pass > 0 THEN 1 ELSE 0 END) OVER before, 0) AS pass_days_before,
@@ -263,7 +318,7 @@ def build(
             WINDOW before AS (PARTITION BY domain, service ORDER BY day
                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
         ), nov AS (
-            SELECT domain, service, min(nday) AS first_day FROM det_v GROUP BY ALL
+            SELECT domain, service, min(nday) AS first_day FROM det_x GROUP BY ALL
         ), act AS (
             SELECT domain, service, day,
                    lag(day) OVER (PARTITION BY domain, service ORDER BY day) AS prev_direct_day
@@ -280,7 +335,7 @@ def build(
 
     domains = _df(
         con,
-        """WITH t AS (SELECT domain, day, sum(msgs) AS m FROM det_v GROUP BY ALL)
+        """WITH t AS (SELECT domain, day, sum(msgs) AS m FROM det_x GROUP BY ALL)
            SELECT t.domain, min(day) AS first_day, max(day) AS last_day, median(m) AS daily_median,
                   (SELECT arg_max(policy_p, begin_ts) FROM det_rep r WHERE r.domain = t.domain) AS policy_p
            FROM t GROUP BY t.domain""",
@@ -297,7 +352,7 @@ def build(
         con,
         """SELECT domain, day, service, env_from, dkim_domain, dkim_selector, header_from,
                   sum(msgs) AS msgs
-           FROM det_v WHERE NOT relayed AND dmarc_pass AND day BETWEEN ? AND ?
+           FROM det_x WHERE NOT relayed AND dmarc_pass AND day BETWEEN ? AND ?
            GROUP BY ALL""",
         [eval_start, eval_end],
     )
@@ -310,35 +365,46 @@ def build(
 def _baseline_sql(series: str, part: str, p: Params) -> str:
     """Per-reporter rolling baselines for a dense series ``series`` (columns: {part}, org, day, x).
 
-    ``hmax`` is the largest value of the same weekday in that window (of
-    the last ``base_window`` days while fewer than 2 such weekdays exist): a
-    weekly newsletter is then its own precedent, not a spike every Tuesday.
+    Weekday-aware in two steps, so one window pass does the work:
 
-    Expected value: the median of the same weekday over the last
-    ``weekday_weeks`` reporter-present days when there are at least 3 of them,
-    else the median of the last ``base_window`` present days. Spread: 1.4826 x
-    MAD, floored at 10 % of the expectation and at its square root (Poisson
-    noise), so a perfectly flat history does not make every wobble significant.
+    1. a weekday profile per series: the median of each weekday divided by the
+       median of all days (clipped to 0.05..20; 1 until a weekday has 4
+       values). A business sends little at weekends, a newsletter goes out on
+       Tuesdays: both become part of what is expected;
+    2. on the de-seasonalised values (x / profile) the median, interquartile
+       range and maximum of the last ``base_window`` reporter-present days.
+
+    Expected ``e`` = median x profile of the judged weekday. Spread ``s`` =
+    IQR / 1.349 x profile (a robust standard deviation), floored at 10 % of
+    ``e`` and at its square root (Poisson noise), so a flat history does not
+    make every wobble significant. ``hmax`` = the window's de-seasonalised
+    maximum x profile: recurring campaigns are their own precedent.
     """
     keys = f"{part}, org"
     return f"""
-    SELECT *,
-        CASE WHEN nwd >= 3 THEN mwd ELSE m28 END AS e,
-        greatest(1.4826 * CASE WHEN nwd >= 4 THEN greatest(dwd, d28 * 0.5) ELSE d28 END,
-                 0.10 * CASE WHEN nwd >= 3 THEN mwd ELSE m28 END,
-                 sqrt(CASE WHEN nwd >= 3 THEN mwd ELSE m28 END), 1.0) AS s,
-        CASE WHEN nwd >= 2 THEN xwd ELSE x28 END AS hmax
-    FROM (
-        SELECT {keys}, day, x,
-               median(x) OVER w28 AS m28, mad(x) OVER w28 AS d28, count(x) OVER w28 AS n28,
-               max(x) OVER w28 AS x28,
-               median(x) OVER wwd AS mwd, mad(x) OVER wwd AS dwd, count(x) OVER wwd AS nwd,
-               max(x) OVER wwd AS xwd
-        FROM {series}
-        WINDOW w28 AS (PARTITION BY {keys} ORDER BY day ROWS BETWEEN {p.base_window} PRECEDING AND 1 PRECEDING),
-               wwd AS (PARTITION BY {keys}, dayofweek(day) ORDER BY day
-                       ROWS BETWEEN {p.weekday_weeks} PRECEDING AND 1 PRECEDING)
+    WITH prof AS (
+        SELECT {keys}, dayofweek(day) AS wd, median(x) AS m_wd, count(*) AS n_wd
+        FROM {series} GROUP BY ALL
+    ), lvl AS (
+        SELECT {keys}, median(x) AS m_all FROM {series} GROUP BY ALL
+    ), fac AS (
+        SELECT prof.*, CASE WHEN n_wd >= 4 AND m_all > 0 THEN least(greatest(m_wd / m_all, 0.05), 20.0)
+                            ELSE 1.0 END AS f
+        FROM prof JOIN lvl USING ({keys})
+    ), d AS (
+        SELECT v.*, fac.f, v.x / fac.f AS xd
+        FROM {series} v JOIN fac ON {' AND '.join(f"fac.{k.strip()} = v.{k.strip()}" for k in keys.split(','))}
+                              AND fac.wd = dayofweek(v.day)
+    ), w AS (
+        SELECT {keys}, day, x, f,
+               quantile_cont(xd, [0.25, 0.5, 0.75]) OVER w28 AS q, max(xd) OVER w28 AS mx, count(xd) OVER w28 AS n28
+        FROM d
+        WINDOW w28 AS (PARTITION BY {keys} ORDER BY day ROWS BETWEEN {p.base_window} PRECEDING AND 1 PRECEDING)
     )
+    SELECT {keys}, day, x, n28, q[2] * f AS e,
+           greatest((q[3] - q[1]) / 1.349 * f, 0.10 * q[2] * f, sqrt(q[2] * f), 1.0) AS s,
+           mx * f AS hmax
+    FROM w
     """
 
 
@@ -349,7 +415,7 @@ def _volume(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -
         WITH so AS (
             SELECT domain, service, org, day,
                    sum(msgs) FILTER (WHERE NOT relayed AND dmarc_pass) AS x
-            FROM det_v GROUP BY ALL
+            FROM det_x GROUP BY ALL
         ), elig AS (
             SELECT domain, service, org, min(day) AS f FROM so WHERE x > 0
             GROUP BY ALL HAVING count(*) >= {p.min_history}
@@ -378,7 +444,7 @@ def _spoof(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) ->
         f"""CREATE OR REPLACE TEMP TABLE det_spoof_dense AS
         WITH so AS (
             SELECT v.domain, v.org, v.day, sum(v.msgs) AS x
-            FROM det_v v JOIN det_svc s USING (domain, service, day)
+            FROM det_x v JOIN det_svc s USING (domain, service, day)
             WHERE NOT v.relayed AND NOT v.dmarc_pass AND NOT s.authorized
             GROUP BY ALL
         ), elig AS (
@@ -405,14 +471,11 @@ def _ranges(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -
     return _df(
         con,
         f"""WITH r AS (
-                SELECT domain, service, ip_range, day,
-                       sum(msgs) FILTER (WHERE NOT relayed AND dmarc_pass) AS dp,
-                       sum(msgs) FILTER (WHERE NOT relayed) AS direct,
-                       sum(msgs) FILTER (WHERE NOT relayed AND dmarc_pass AND spf_aligned) AS dp_spf
-                FROM det_v GROUP BY ALL
+                SELECT domain, service, ip_range, day, sum(msgs) AS dp, sum(msgs) AS direct,
+                       coalesce(sum(msgs) FILTER (WHERE spf_aligned), 0) AS dp_spf
+                FROM det_v WHERE ip_range IS NOT NULL GROUP BY ALL
             ), f AS (
-                SELECT domain, ip_range, min(nday) AS first_day FROM det_v
-                WHERE NOT relayed AND dmarc_pass GROUP BY ALL
+                SELECT domain, ip_range, min(nday) AS first_day FROM det_v WHERE ip_range IS NOT NULL GROUP BY ALL
             )
             SELECT r.domain, r.service, r.ip_range, r.day, f.first_day,
                    coalesce(r.dp, 0) AS dp, coalesce(r.direct, 0) AS direct, coalesce(r.dp_spf, 0) AS dp_spf,
@@ -432,13 +495,13 @@ def _identifiers(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: da
         con,
         f"""WITH x AS (
                 SELECT domain, day, nday, service, 'envelope_from' AS typ, env_from AS val, msgs
-                FROM det_v WHERE NOT relayed AND dmarc_pass AND env_from <> ''
+                FROM det_x WHERE NOT relayed AND dmarc_pass AND env_from <> ''
                 UNION ALL
                 SELECT domain, day, nday, service, 'dkim', dkim_domain || ':' || dkim_selector, msgs
-                FROM det_v WHERE NOT relayed AND dmarc_pass AND dkim_result = 'pass' AND dkim_domain IS NOT NULL
+                FROM det_x WHERE NOT relayed AND dmarc_pass AND dkim_result = 'pass' AND dkim_domain IS NOT NULL
                 UNION ALL
                 SELECT domain, day, nday, service, 'header_from', header_from, msgs
-                FROM det_v WHERE NOT relayed AND dmarc_pass
+                FROM det_x WHERE NOT relayed AND dmarc_pass
             ), d AS (
                 SELECT domain, typ, val, service, day, sum(msgs) AS dp FROM x GROUP BY ALL
             ), f AS (
@@ -455,25 +518,33 @@ def _identifiers(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: da
 
 
 def _regression(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -> pd.DataFrame:
-    """Pass rates per service and envelope-from: the judged day vs its previous active days."""
+    """Pass rates per service and envelope-from: the judged day vs its previous active days.
+
+    Only services that were authorized at some point can regress, which
+    keeps the (large, noisy) forged traffic out of the windows.
+    """
     return _df(
         con,
-        f"""WITH d AS (
-                SELECT domain, service, env_from, day,
-                       sum(msgs) AS msgs,
-                       coalesce(sum(msgs) FILTER (WHERE dmarc_pass), 0) AS passed,
-                       coalesce(sum(msgs) FILTER (WHERE dkim_aligned), 0) AS dkim_ok,
-                       coalesce(sum(msgs) FILTER (WHERE spf_aligned), 0) AS spf_ok,
-                       count(DISTINCT org) AS orgs,
-                       count(DISTINCT org) FILTER (WHERE NOT dmarc_pass) AS failing_orgs
-                FROM det_v GROUP BY ALL
+        f"""WITH svc AS (SELECT DISTINCT domain, service FROM det_svc WHERE authorized),
+            d AS (
+                SELECT v.domain, v.service, v.env_from, v.day,
+                       sum(v.msgs) AS msgs,
+                       coalesce(sum(v.msgs) FILTER (WHERE v.dmarc_pass), 0) AS passed,
+                       coalesce(sum(v.msgs) FILTER (WHERE v.dkim_aligned), 0) AS dkim_ok,
+                       coalesce(sum(v.msgs) FILTER (WHERE v.spf_aligned), 0) AS spf_ok
+                FROM det_x v SEMI JOIN svc ON svc.domain = v.domain AND svc.service = v.service
+                GROUP BY ALL
+            ), elig AS (
+                SELECT domain, service, env_from FROM d GROUP BY ALL
+                HAVING count(*) > {p.min_history} AND sum(passed) >= 0.5 * sum(msgs)
+                   AND max(day) >= ?::DATE AND max(msgs - passed) >= {p.regress_min_messages}
             ), w AS (
                 SELECT d.*,
                        sum(msgs) OVER h AS h_msgs, sum(passed) OVER h AS h_passed,
                        sum(dkim_ok) OVER h AS h_dkim, sum(spf_ok) OVER h AS h_spf,
                        count(*) OVER h AS h_days, median(msgs) OVER h AS h_median,
                        median(passed / msgs) OVER h AS h_rate
-                FROM d
+                FROM d SEMI JOIN elig USING (domain, service, env_from)
                 WINDOW h AS (PARTITION BY domain, service, env_from ORDER BY day
                              ROWS BETWEEN {p.base_window} PRECEDING AND 1 PRECEDING)
             )
@@ -482,7 +553,7 @@ def _regression(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: dat
               AND h_rate >= {p.regress_hist_rate}
               AND msgs >= {p.regress_min_messages}
               AND passed <= {p.regress_max_rate} * msgs""",
-        [start, end],
+        [start, start, end],
     )
 
 
@@ -492,8 +563,8 @@ def _audience(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date)
         con,
         f"""WITH d AS (
                 SELECT domain, service, org, day, sum(msgs) AS dp
-                FROM det_v WHERE NOT relayed AND dmarc_pass GROUP BY ALL
-            ), f AS (SELECT domain, service, org, min(nday) AS first_day FROM det_v
+                FROM det_x WHERE NOT relayed AND dmarc_pass GROUP BY ALL
+            ), f AS (SELECT domain, service, org, min(nday) AS first_day FROM det_x
                      WHERE NOT relayed AND dmarc_pass GROUP BY ALL),
             o AS (SELECT domain, org, count(*) AS org_days_before_end, min(day) AS org_first FROM det_pres GROUP BY ALL)
             SELECT d.domain, d.service, d.org, d.day, d.dp, f.first_day, o.org_first,
@@ -510,7 +581,7 @@ def _audience(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date)
         con,
         f"""WITH d AS (
                 SELECT domain, service, env_to, day, sum(msgs) AS dp
-                FROM det_v WHERE NOT relayed AND dmarc_pass AND env_to IS NOT NULL GROUP BY ALL
+                FROM det_v WHERE env_to IS NOT NULL GROUP BY ALL
             ), f AS (SELECT domain, service, env_to, min(day) AS first_day FROM d GROUP BY ALL),
             per_day AS (
                 SELECT d.domain, d.service, d.day,
@@ -537,13 +608,13 @@ def _lookalikes(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: dat
         con,
         f"""WITH x AS (
                 SELECT domain, day, nday, 'envelope_from' AS typ, env_from AS val, dmarc_pass, msgs
-                FROM det_v WHERE NOT relayed AND env_from <> ''
+                FROM det_x WHERE NOT relayed AND env_from <> ''
                 UNION ALL
                 SELECT domain, day, nday, 'dkim_domain', dkim_domain, dmarc_pass, msgs
-                FROM det_v WHERE NOT relayed AND dkim_domain IS NOT NULL
+                FROM det_x WHERE NOT relayed AND dkim_domain IS NOT NULL
                 UNION ALL
                 SELECT domain, day, nday, 'header_from', header_from, dmarc_pass, msgs
-                FROM det_v WHERE NOT relayed
+                FROM det_x WHERE NOT relayed
             ), f AS (SELECT domain, typ, val, min(nday) AS first_day FROM x GROUP BY ALL)
             SELECT x.domain, x.typ, x.val, f.first_day, min(x.day) AS day_min, max(x.day) AS day_max,
                    sum(x.msgs) AS msgs, coalesce(sum(x.msgs) FILTER (WHERE x.dmarc_pass), 0) AS passed
@@ -580,17 +651,14 @@ def evidence(con: duckdb.DuckDBPyConnection, wanted: pd.DataFrame) -> pd.DataFra
            header_from VARCHAR, org VARCHAR, env_to VARCHAR, traffic VARCHAR)"""
     )
     con.executemany("INSERT INTO det_want VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", w.values.tolist())
-    days = con.execute(
-        "SELECT DISTINCT unnest(generate_series(first_day, last_day, INTERVAL 1 DAY))::DATE FROM det_want"
-    ).fetchall()
-    day_list = [d[0] for d in days]
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE det_ev AS
-            SELECT u.*, {RELAYED_SQL} AS relayed
-            FROM ({unit_sql('r.day IN (SELECT unnest(?::DATE[])) AND p.domain IN (SELECT domain FROM det_want)',
-                            with_ip=True)}) u
-            LEFT JOIN det_home h USING (domain, dkim_domain, dkim_selector)""",
-        [day_list],
+        """CREATE OR REPLACE TEMP TABLE det_wday AS
+           SELECT DISTINCT domain, unnest(generate_series(first_day, last_day, INTERVAL 1 DAY))::DATE AS day
+           FROM det_want"""
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE det_ev AS {classified_sql(unit_sql(
+            '(p.domain, r.day) IN (SELECT (domain, day) FROM det_wday)', with_ip=True))}"""
     )
     return _df(
         con,
@@ -625,21 +693,4 @@ def evidence(con: duckdb.DuckDBPyConnection, wanted: pd.DataFrame) -> pd.DataFra
                   (SELECT list(DISTINCT rk.org ORDER BY rk.org) FROM rk WHERE rk.fid = f.fid) AS reporters,
                   (SELECT count(*) FROM ip WHERE ip.fid = f.fid) AS n_ips
            FROM det_want f""",
-    )
-
-
-def breakdown(con: duckdb.DuckDBPyConnection, domain: str, day_from: date, day_to: date,
-              service: str, env_from: str | None = None) -> pd.DataFrame:
-    """The DKIM signatures and SPF alignment of one service's mail on some days (for explanations)."""
-    clauses = ["domain = ?", "day BETWEEN ? AND ?", "service = ?"]
-    params: list[Any] = [domain, day_from, day_to, service]
-    if env_from is not None:
-        clauses.append("env_from = ?")
-        params.append(env_from)
-    return _df(
-        con,
-        f"""SELECT dkim_domain, dkim_selector, dkim_result, spf_aligned, dkim_aligned, dmarc_pass,
-                   sum(msgs) AS msgs
-            FROM det_v WHERE {' AND '.join(clauses)} GROUP BY ALL ORDER BY msgs DESC""",
-        params,
     )

@@ -164,9 +164,11 @@ def flag_volume(volume: pd.DataFrame, params: Params) -> pd.DataFrame:
     Two ways in: a one-day jump (robust z >= spike_z, ratio >= spike_ratio,
     excess >= spike_min_excess, and at least ``spike_over_max`` times the
     largest same weekday of the last eight weeks, so recurring campaigns are
-    their own precedent), or a sustained rise (three days in a row above
-    expectation by 2 sigma and 25 %, excess summed over them >= the minimum):
-    the slow ramp a careful abuser uses to stay under one-day thresholds.
+    their own precedent), or a sustained rise: ``sustain_days`` days in a row
+    each above expectation by 2 sigma and 30 %, whose excess *together* is
+    significant (sum of excess / sqrt(sum of sigma^2) >= spike_z) -- the slow
+    ramp a careful abuser uses to stay under one-day thresholds. The days of
+    such a run all belong to the episode.
     """
     df = _days(volume)
     if df.empty:
@@ -178,11 +180,17 @@ def flag_volume(volume: pd.DataFrame, params: Params) -> pd.DataFrame:
     jump = (df["z"] >= params.spike_z) & (df["ratio"] >= params.spike_ratio) & (
         df["excess"] >= params.spike_min_excess
     ) & (df["obs"] >= params.spike_over_max * df["hmax"])
-    mild = (df["z"] >= 2.0) & (df["ratio"] >= 1.25) & (df["excess"] > 0)
-    grp = (df["domain"] + "\x1f" + df["service"])
+    k = params.sustain_days
+    mild = (df["z"] >= 2.0) & (df["ratio"] >= 1.3) & (df["excess"] > 0)
+    grp = df["domain"] + "\x1f" + df["service"]
     run = mild.astype(int).groupby([grp, (~mild).cumsum()]).cumsum()
-    excess3 = df["excess"].where(mild, 0.0).groupby(grp).transform(lambda s: s.rolling(3, min_periods=1).sum())
-    sustained = (run >= 3) & (excess3 >= 2 * params.spike_min_excess)
+    ex_k = df["excess"].where(mild, 0.0).groupby(grp).transform(lambda x: x.rolling(k, min_periods=1).sum())
+    var_k = (df["sigma"] ** 2).where(mild, 0.0).groupby(grp).transform(lambda x: x.rolling(k, min_periods=1).sum())
+    trigger = (run >= k) & (ex_k / var_k.clip(lower=1.0) ** 0.5 >= params.spike_z) & (
+        ex_k >= 2 * params.spike_min_excess)
+    sustained = trigger.copy()
+    for back in range(1, k):  # the run's earlier days are part of the rise
+        sustained |= trigger.groupby(grp).shift(-back, fill_value=False).astype(bool) & mild
     df["sustained"] = sustained & ~jump
     df["flag"] = jump | sustained
     return df
