@@ -66,7 +66,7 @@ class _FetchProgress:
               help="Where mail without a usable report goes (default DMARC/Invalid).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Messages per FETCH and per database transaction (default 100).")
-@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
               help="Only mail received on or after this day (YYYY-MM-DD).")
 @click.option("--password-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the password (first line). Else $DMARCLENS_IMAP_PASSWORD or password_command.")

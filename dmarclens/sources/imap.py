@@ -420,8 +420,16 @@ class ImapConnection:
         with self._guard("starting IDLE", folder):
             client.idle()
             self._idling = True
+        # An EXISTS the server sent before IDLE's "+ idling" (or during our last commands) was
+        # swallowed into imaplib's untagged store; without this look it would wait for the next
+        # renewal. A stale one only costs one UID SEARCH. The store is then emptied: nothing else
+        # reads it, and in a months-long watch the EXPUNGE lines of our own MOVEs would pile up.
+        untagged = getattr(getattr(client, "_imap", None), "untagged_responses", None)
+        if isinstance(untagged, dict):
+            news = bool(untagged.get("EXISTS"))
+            untagged.clear()
         try:
-            while not should_stop():
+            while not should_stop() and not news:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
