@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import socket
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,6 +82,38 @@ class FastPathDeclined(Exception):
     Not an error: the message names what was unusual so the fallback can be
     logged and counted.
     """
+
+
+class _HidePandas:
+    """Import hook that makes ``import pandas`` fail, used for one call only."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError("pandas hidden while pyarrow checks for it")
+        return None
+
+
+@lru_cache(maxsize=1)
+def import_pyarrow() -> Any:
+    """pyarrow, set up so that building arrays from lists never imports pandas.
+
+    ``pyarrow.array()`` first asks whether its argument is a pandas object,
+    and to answer it imports pandas: about 0.15 s and 45 MB of RSS in an
+    ingest that never touches pandas. The first question is asked here with
+    pandas hidden, and pyarrow remembers the answer for plain lists. Real
+    pandas interop still works afterwards: ``to_pandas``/``from_pandas``
+    check again and import pandas then.
+    """
+    import pyarrow as pa
+
+    if "pandas" not in sys.modules:
+        hook = _HidePandas()
+        sys.meta_path.insert(0, hook)
+        try:
+            pa.array([0], pa.int8())
+        finally:
+            sys.meta_path.remove(hook)
+    return pa
 
 
 # --------------------------------------------------------------------------- columns
@@ -150,7 +183,7 @@ class RowChunk:
         ``report_keys`` (one per row) adds a leading report_key column so the
         rows of many reports go to DuckDB in one INSERT.
         """
-        import pyarrow as pa
+        pa = import_pyarrow()
 
         string = pa.string()
         cols = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(ROW_FIELDS)
@@ -325,7 +358,7 @@ def record_batches_for(items: Iterable[tuple[str, RecordBatch]]) -> Iterator[pa.
 
 
 def _with_key(batch: pa.RecordBatch, key: str) -> pa.RecordBatch:
-    import pyarrow as pa
+    pa = import_pyarrow()
 
     keys = pa.array([key] * batch.num_rows, pa.string())
     return pa.RecordBatch.from_arrays([keys, *batch.columns], names=["report_key", *batch.schema.names])
@@ -537,9 +570,226 @@ def parse_aggregate_fast(xml: bytes, *, chunk_rows: int = CHUNK_ROWS) -> Report:
     parsedmarc should judge instead: a record parsedmarc would skip, a report
     it would reject (its messages stay the reference), any unusual syntax.
     """
-    _, xml_namespace = _prescan(xml)
+    head_end, xml_namespace = _prescan(xml)
+    parts = split_processes() if len(xml) >= SPLIT_MIN_BYTES else 1
+    if parts > 1:
+        try:
+            return _parse_split(xml, xml_namespace, head_end, parts, chunk_rows)
+        except _SplitFailed as e:
+            log.debug("parsing in one process: %s", e)
     with gc_paused():
-        return _Parser(xml, xml_namespace, chunk_rows).run()
+        part = _Parser(xml, xml_namespace, chunk_rows).run().part(keep_tail=True)
+    return _assemble([part], xml_namespace, xml)
+
+
+SPLIT_MIN_BYTES = 4 * 1024 * 1024
+"""Reports at least this large are parsed by several processes at once."""
+
+_split_limit: int | None = None
+
+
+def set_split_processes(n: int | None) -> None:
+    """Cap the processes one report may be split across (``None``: one per
+    core). Pool workers set 1: they already keep every core busy."""
+    global _split_limit
+    _split_limit = n
+
+
+def split_processes() -> int:
+    if _split_limit is not None:
+        return max(1, _split_limit)
+    try:
+        return max(1, min(4, len(os.sched_getaffinity(0))))
+    except AttributeError:  # not Linux
+        return max(1, min(4, os.cpu_count() or 1))
+
+
+class _SplitFailed(Exception):
+    """The report could not be cut into parts; parse it in one piece."""
+
+
+def _parse_split(xml: bytes, xml_namespace: str | None, head_end: int, n: int, chunk_rows: int) -> Report:
+    """Parse one big report in ``n`` processes, each taking a run of records.
+
+    Every part is a complete document: the original text up to the first
+    ``<record>`` (root, version, metadata, policy), a run of whole records,
+    and the closing root tag. The prescan guarantees that below the root the
+    bytes ``<record>`` can only open a record element (no comments, CDATA or
+    attributes), and a cut that lands on a nested record makes a part
+    malformed, which the part's parse reports; the whole report is then
+    parsed in one process. Parts are parsed exactly like a whole report and
+    put back together in document order, so the output is the same.
+    """
+    import multiprocessing
+
+    first = xml.find(b"<record>", head_end)
+    if first == -1:
+        raise _SplitFailed("no <record> start tag")
+    cuts = [first]
+    for i in range(1, n):
+        cut = xml.find(b"<record>", first + (len(xml) - first) * i // n)
+        if cut == -1 or cut <= cuts[-1]:
+            break
+        cuts.append(cut)
+    if len(cuts) < 2:
+        raise _SplitFailed("too few records to split")
+    bounds = [(cuts[i], cuts[i + 1] if i + 1 < len(cuts) else None) for i in range(len(cuts))]
+    try:
+        ctx = multiprocessing.get_context("fork")
+    except ValueError as e:
+        raise _SplitFailed("no fork on this platform") from e
+    children = []
+    for start, stop in bounds[1:]:
+        receiver, sender = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_part_child, args=(xml, first, start, stop, xml_namespace, chunk_rows, sender),
+                           daemon=True)
+        proc.start()
+        sender.close()
+        children.append((proc, receiver))
+    try:
+        with gc_paused():
+            own = _parse_part(xml, first, bounds[0][0], bounds[0][1], xml_namespace, chunk_rows)
+        outcomes: list[Any] = [own]
+        for proc, receiver in children:
+            try:
+                outcomes.append(receiver.recv())
+            except EOFError:
+                outcomes.append(_SplitFailed(f"part process exited with {proc.exitcode}"))
+    finally:
+        for proc, receiver in children:
+            receiver.close()
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            # A declined part means the whole report is judged by the
+            # one-process parse (and, if it declines too, by parsedmarc).
+            raise _SplitFailed(str(outcome))
+    return _assemble(outcomes, xml_namespace, xml)
+
+
+def _parse_part(xml: bytes, first: int, start: int, stop: int | None, xml_namespace: str | None,
+                chunk_rows: int) -> _Part:
+    """One part: header + records[start:stop] + closing tag, parsed on its own."""
+    view = memoryview(xml)
+    close = b"</feedback>" if stop is not None else b""
+    if start == first:
+        doc = _Pieces(view[:stop], close)
+    else:
+        doc = _Pieces(view[:first], view[start:stop], close)
+    return _Parser(doc, xml_namespace, chunk_rows).run().part(keep_tail=stop is None)
+
+
+class _Pieces:
+    """A read-only stream over slices of one buffer: a part of a split report
+    is fed to the parser without copying its megabytes into a new string."""
+
+    def __init__(self, *pieces: memoryview | bytes) -> None:
+        self._views = [memoryview(p) for p in pieces if len(p)]
+
+    def read(self, n: int = -1) -> bytes:
+        out: list[bytes] = []
+        while self._views and n != 0:
+            view = self._views[0]
+            take = len(view) if n < 0 else min(n, len(view))
+            out.append(view[:take].tobytes())
+            if take == len(view):
+                self._views.pop(0)
+            else:
+                self._views[0] = view[take:]
+            if n > 0:
+                n -= take
+        return b"".join(out)
+
+
+def _part_child(xml: bytes, first: int, start: int, stop: int | None, xml_namespace: str | None,
+                chunk_rows: int, sender: Any) -> None:
+    set_split_processes(1)
+    try:
+        with gc_paused():
+            result: Any = _parse_part(xml, first, start, stop, xml_namespace, chunk_rows)
+    except FastPathDeclined as e:
+        result = _SplitFailed(f"part declined: {e}")
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which parses in one piece
+        result = _SplitFailed(f"part failed: {type(e).__name__}: {e}")
+    sender.send(result)
+    sender.close()
+
+
+@dataclass
+class _Part:
+    """What parsing one document (or one part of a split report) produced."""
+
+    meta: dict[str, Any] | None
+    policy: PolicyPublished | None
+    version: Any
+    begin: datetime | None
+    end: datetime | None
+    batches: list[Any]
+    tail: list[tuple[Any, ...]]
+    rows: int
+    messages: int
+    min_begin: int | None
+    max_end: int | None
+    min_count: int | None
+    max_count: int | None
+    texts: set[str] | None
+    records: int
+
+
+def _assemble(parts: list[_Part], xml_namespace: str | None, xml: bytes) -> Report:
+    """The Report for one or more parts, in document order."""
+    head = parts[0]
+    missing = FastPathDeclined if len(parts) == 1 else _SplitFailed  # a part may lack what follows its cut
+    for part in parts:
+        if part.meta is None or part.begin is None or part.end is None:
+            raise missing("no <report_metadata>")
+        if part.policy is None:
+            raise missing("no <policy_published>")
+        if (part.meta, part.policy, part.version) != (head.meta, head.policy, head.version):
+            raise _SplitFailed("parts disagree on the report metadata")
+    if sum(p.records for p in parts) == 0:
+        raise FastPathDeclined("no <record>")
+    meta, pol = head.meta, head.policy
+    assert meta is not None and pol is not None and head.begin is not None and head.end is not None
+    begins = [p.min_begin for p in parts if p.min_begin is not None]
+    ends = [p.max_end for p in parts if p.max_end is not None]
+    begin, end = (_from_micros(min(begins)), _from_micros(max(ends))) if begins else (head.begin, head.end)
+    fmt: ReportFormat
+    if (xml_namespace == RFC9990_NS or meta["generator"]
+            or pol.np is not None or pol.testing is not None or pol.discovery_method is not None):
+        fmt = "rfc9990"
+    elif is_draft_schema(xml):
+        fmt = "draft"
+    else:
+        fmt = "rfc7489"
+    batches = [b for p in parts for b in p.batches]
+    records = ColumnarRecords(batches, RowChunk(parts[-1].tail), rows=sum(p.rows for p in parts),
+                              messages=sum(p.messages for p in parts))
+    counts_lo = [p.min_count for p in parts if p.min_count is not None]
+    counts_hi = [p.max_count for p in parts if p.max_count is not None]
+    texts: set[str] | None = set()
+    for p in parts:
+        texts = None if texts is None or p.texts is None else texts | p.texts
+    records.vetted = _Vetted(min(counts_lo) if counts_lo else None, max(counts_hi) if counts_hi else None,
+                             frozenset(texts) if texts is not None else None)
+    return Report(
+        org_name=str(meta["org_name"]).strip(),
+        org_email=meta["org_email"],
+        org_extra_contact=meta["org_extra_contact"],
+        report_id=str(meta["report_id"]).strip(),
+        begin=begin,
+        end=end,
+        policy=pol,
+        format=fmt,
+        xml_schema=head.version,
+        xml_namespace=xml_namespace,
+        generator=meta["generator"],
+        errors=meta["errors"],
+        records=records,
+        parser="fast",
+    )
 
 
 @contextmanager
@@ -562,8 +812,8 @@ def gc_paused() -> Iterator[None]:
 class _Parser:
     """One report's parse state; ``run`` streams the records through it."""
 
-    def __init__(self, xml: bytes, xml_namespace: str | None, chunk_rows: int) -> None:
-        self.xml = xml
+    def __init__(self, xml: bytes | _Pieces, xml_namespace: str | None, chunk_rows: int) -> None:
+        self.source = BytesIO(xml) if isinstance(xml, bytes) else xml
         self.xml_namespace = xml_namespace
         self.chunk_rows = chunk_rows
         self.meta: dict[str, Any] | None = None
@@ -588,12 +838,12 @@ class _Parser:
 
     # ---- driver
 
-    def run(self) -> Report:
+    def run(self) -> _Parser:
         from lxml import etree
 
         try:
             context = etree.iterparse(
-                BytesIO(self.xml), events=("end", "start-ns", "comment", "pi"),
+                self.source, events=("end", "start-ns", "comment", "pi"),
                 tag=tuple("{*}" + t for t in _REPORT_LEVEL),
                 encoding="utf-8", resolve_entities=False, no_network=True, huge_tree=False,
                 load_dtd=False, dtd_validation=False, remove_comments=False, collect_ids=False,
@@ -648,7 +898,7 @@ class _Parser:
             raise FastPathDeclined(f"XML error: {e}") from e
         except (ValueError, OverflowError, OSError) as e:
             raise FastPathDeclined(f"{type(e).__name__}: {e}") from e
-        return self._finish()
+        return self
 
     def _root_of(self, elem: Any) -> Any:
         root = elem
@@ -1068,47 +1318,20 @@ class _Parser:
 
     # ---- result
 
-    def _finish(self) -> Report:
-        if self.meta is None or self.begin is None or self.end is None:
-            raise FastPathDeclined("no <report_metadata>")
-        if self.policy is None:
-            raise FastPathDeclined("no <policy_published>")
-        if self.records_seen == 0:
-            raise FastPathDeclined("no <record>")
+    def part(self, *, keep_tail: bool) -> _Part:
+        """The parse state as a ``_Part``; the unconverted rows stay Python
+        tuples only if ``keep_tail`` (the last part), else become Arrow."""
         if self.rows:
             self._account(self.rows)
-        meta = self.meta
-        if self.min_begin is not None and self.max_end is not None:
-            begin, end = _from_micros(self.min_begin), _from_micros(self.max_end)
-        else:
-            begin, end = self.begin, self.end
-        pol = self.policy
-        fmt: ReportFormat
-        if (self.xml_namespace == RFC9990_NS or meta["generator"]
-                or pol.np is not None or pol.testing is not None or pol.discovery_method is not None):
-            fmt = "rfc9990"
-        elif is_draft_schema(self.xml):
-            fmt = "draft"
-        else:
-            fmt = "rfc7489"
-        records = ColumnarRecords(self.batches, RowChunk(self.rows), rows=self.n_rows, messages=self.messages)
-        records.vetted = _Vetted(self.min_count, self.max_count,
-                                 frozenset(self.texts) if self.texts_complete else None)
-        return Report(
-            org_name=str(meta["org_name"]).strip(),
-            org_email=meta["org_email"],
-            org_extra_contact=meta["org_extra_contact"],
-            report_id=str(meta["report_id"]).strip(),
-            begin=begin,
-            end=end,
-            policy=pol,
-            format=fmt,
-            xml_schema=self.version if self.version is not _MISSING else "draft",
-            xml_namespace=self.xml_namespace,
-            generator=meta["generator"],
-            errors=meta["errors"],
-            records=records,
-            parser="fast",
+            if not keep_tail:
+                self.batches.append(RowChunk(self.rows).to_arrow())
+                self.rows = []
+        return _Part(
+            meta=self.meta, policy=self.policy, version="draft" if self.version is _MISSING else self.version,
+            begin=self.begin, end=self.end,
+            batches=self.batches, tail=self.rows, rows=self.n_rows, messages=self.messages,
+            min_begin=self.min_begin, max_end=self.max_end, min_count=self.min_count, max_count=self.max_count,
+            texts=self.texts if self.texts_complete else None, records=self.records_seen,
         )
 
 

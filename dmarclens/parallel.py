@@ -111,6 +111,10 @@ def _init_worker() -> None:
     # Ctrl-C goes to the parent, which tears the pool down; workers dying on
     # their own SIGINT first would only add tracebacks to the terminal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The pool already keeps every core busy: a big report is not split again.
+    from dmarclens.fastparse import set_split_processes
+
+    set_split_processes(1)
 
 
 def _parse_chunk(chunk: list[RawItem]) -> list[Parsed]:

@@ -51,10 +51,21 @@ def service_map() -> dict[str, tuple[str, str]]:
     path = _resource_path("parsedmarc.resources.maps", "base_reverse_dns_map.csv")
     out: dict[str, tuple[str, str]] = {}
     with path.open(encoding="utf-8", newline="") as fh:
-        for row in csv.DictReader(fh):
-            key = (row.get("base_reverse_dns") or "").strip().lower()
+        # csv.reader, not DictReader: a dict per row made loading the
+        # 38,000-row map cost ~0.2 s of every ingest.
+        rows = csv.reader(fh)
+        header = [h.strip() for h in next(rows, [])]
+        try:
+            k, n, t = header.index("base_reverse_dns"), header.index("name"), header.index("type")
+        except ValueError:
+            return out
+        width = max(k, n, t)
+        for row in rows:
+            if len(row) <= width:
+                row = row + [""] * (width + 1 - len(row))
+            key = row[k].strip().lower()
             if key:
-                out[key] = ((row.get("name") or "").strip(), (row.get("type") or "").strip())
+                out[key] = (row[n].strip(), row[t].strip())
     return out
 
 

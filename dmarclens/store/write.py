@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 
 def _records_schema() -> pa.Schema:
-    import pyarrow as pa
+    from dmarclens.fastparse import import_pyarrow
+
+    pa = import_pyarrow()
 
     return pa.schema([
         ("report_key", pa.string()),
@@ -157,7 +159,9 @@ def insert_reports(con: duckdb.DuckDBPyConnection, items: list[NewReport], *, ru
 
 
 def _insert_reports(con: duckdb.DuckDBPyConnection, items: list[NewReport], run_id: str) -> None:
-    import pyarrow as pa
+    from dmarclens.fastparse import import_pyarrow
+
+    pa = import_pyarrow()
 
     from dmarclens.fastparse import record_batches_for
 
@@ -236,7 +240,9 @@ def insert_items(con: duckdb.DuckDBPyConnection, run_id: str, items: list[ItemRe
     """Append the ledger rows of one batch (one Arrow-backed INSERT, not one per item)."""
     if not items:
         return
-    import pyarrow as pa
+    from dmarclens.fastparse import import_pyarrow
+
+    pa = import_pyarrow()
 
     string, int64 = pa.string(), pa.int64()
     n = len(items)
@@ -269,7 +275,9 @@ def upsert_ip_facts(con: duckdb.DuckDBPyConnection, ips: Iterable[str], enricher
     New IPs are looked up and inserted in slices of ``IP_SLICE`` so a report
     with 200,000 new addresses never holds 200,000 fact objects at once.
     """
-    import pyarrow as pa
+    from dmarclens.fastparse import import_pyarrow
+
+    pa = import_pyarrow()
 
     from dmarclens.fastparse import gc_paused
 
