@@ -192,7 +192,7 @@ def parse_payload(data: bytes, *, fallback_org: str | None = None) -> ParsedItem
     kind = sniff(payload)
     if kind == "xml":
         precheck_xml(payload)
-        report = check_report(parse_aggregate_xml(payload, fallback_org=fallback_org))
+        report = check_report(parse_aggregate(payload, fallback_org=fallback_org))
         return ParsedItem(kind="aggregate", report=report, raw_xml=payload)
     if kind == "json":
         return _parse_json(payload)
@@ -214,10 +214,22 @@ def _parse_json(payload: bytes) -> ParsedItem:
     )
 
 
-def parse_aggregate_xml(xml: bytes, *, fallback_org: str | None = None) -> Report:
-    """Parse aggregate XML with parsedmarc (offline) and normalize it."""
-    import parsedmarc
+def parse_aggregate(xml: bytes, *, fallback_org: str | None = None) -> Report:
+    """The ingest path: the streaming parser (``dmarclens.fastparse``) first,
+    parsedmarc for whatever it declines; each fallback is logged and the
+    stored report says which parser made it (``reports.parser``)."""
+    from dmarclens.fastparse import FastPathDeclined, parse_aggregate_fast
 
+    prepared = prepare_aggregate_xml(xml, fallback_org=fallback_org)
+    try:
+        return parse_aggregate_fast(prepared)
+    except FastPathDeclined as e:
+        log.info("fast parser declined (%s); parsing with parsedmarc", e)
+    return _parse_prepared_with_parsedmarc(prepared)
+
+
+def prepare_aggregate_xml(xml: bytes, *, fallback_org: str | None = None) -> bytes:
+    """Clean-ups applied before either parser sees the XML."""
     if fallback_org and re.search(rb"<org_name>\s*</org_name>|<org_name\s*/>", xml[:8192]):
         # Some receivers leave org_name empty; the report mail's sender domain
         # is the best stand-in (REPORTERS.md). parsedmarc would use the email.
@@ -225,7 +237,19 @@ def parse_aggregate_xml(xml: bytes, *, fallback_org: str | None = None) -> Repor
                      b"<org_name>" + fallback_org.encode() + b"</org_name>", xml, count=1)
     # An empty <reason/> carries nothing, but parsedmarc drops the whole record
     # over it (its comment unwrapping hits None); remove it first.
-    xml = _EMPTY_REASON_RE.sub(b"", xml)
+    if b"<reason" in xml:
+        xml = _EMPTY_REASON_RE.sub(b"", xml)
+    return xml
+
+
+def parse_aggregate_xml(xml: bytes, *, fallback_org: str | None = None) -> Report:
+    """Parse aggregate XML with parsedmarc (offline) and normalize it: the reference."""
+    return _parse_prepared_with_parsedmarc(prepare_aggregate_xml(xml, fallback_org=fallback_org))
+
+
+def _parse_prepared_with_parsedmarc(xml: bytes) -> Report:
+    import parsedmarc
+
     check_parsedmarc_budget(xml)
     collector = _RecordWarnings()
     pd_log = logging.getLogger("parsedmarc")
