@@ -161,7 +161,11 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--enrich", "with_enrich", is_flag=True,
               help="After storing, run `dmarclens enrich` ([enrich] config); DNS trouble never loses reports.")
-def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: bool, with_enrich: bool) -> None:
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Processes that parse reports (0 = one per core); one process always writes. "
+                   "Inputs of fewer than 64 reports are parsed in-process.")
+def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: bool, with_enrich: bool,
+           workers: int) -> None:
     """Ingest report files and folders into the database.
 
     PATHS may be .xml, .xml.gz/.gz, .zip report files, saved report mail
@@ -178,6 +182,7 @@ def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: 
       dmarclens ingest ~/dmarc-reports/ --db reports.duckdb
       dmarclens ingest report.xml.gz inbox.mbox --json
       dmarclens ingest ~/dmarc-reports/ --enrich
+      dmarclens ingest ~/dmarc-archive/ --workers 2
     """
     from dmarclens.config import load_settings
     from dmarclens.pipeline import ingest_paths
@@ -185,7 +190,8 @@ def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: 
     settings = run_guarded(load_settings, config=config, db=db)
     progress = Progress(enabled=not as_json)
     summary = run_guarded(
-        ingest_paths, paths, settings.db, lock_timeout=settings.lock_timeout, progress=progress
+        ingest_paths, paths, settings.db, lock_timeout=settings.lock_timeout, progress=progress,
+        workers=workers,
     )
     progress.done()
     if as_json:

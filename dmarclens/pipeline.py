@@ -41,6 +41,8 @@ class Parsed:
     error: str | None = None
     sha256: str | None = None  # of the raw bytes, kept after they are dropped
     size_bytes: int | None = None
+    raw_gz: bytes | None = None  # the report XML gzipped for report_raw (see _pack_xml)
+    raw_sha256: str | None = None  # of the report XML
 
 
 def parse_raw(raw: RawItem) -> Parsed:
@@ -55,7 +57,24 @@ def parse_raw(raw: RawItem) -> Parsed:
     if raw.data:
         parsed.sha256, parsed.size_bytes = raw.sha256, len(raw.data)
         parsed.raw = dataclasses.replace(raw, data=b"")
+    if parsed.item is not None and parsed.item.raw_xml is not None:
+        same = parsed.item.raw_xml is raw.data  # an uncompressed file: its hash is known
+        _pack_xml(parsed, sha256=parsed.sha256 if same else None)
     return parsed
+
+
+def _pack_xml(parsed: Parsed, *, sha256: str | None = None) -> None:
+    """Swap the report XML for its gzip and hash, made where it was parsed.
+
+    In a worker process this moves the compression off the single writer and
+    sends a few MB back instead of the whole XML; in any process it keeps a
+    30 MB report from staying in memory until its batch commits.
+    """
+    assert parsed.item is not None and parsed.item.raw_xml is not None
+    xml = parsed.item.raw_xml
+    parsed.raw_sha256 = sha256 or hashlib.sha256(xml).hexdigest()
+    parsed.raw_gz = write.gzip_raw(xml)
+    parsed.item = dataclasses.replace(parsed.item, raw_xml=None)
 
 
 def _parse(raw: RawItem) -> Parsed:
@@ -93,6 +112,7 @@ class Ingestor:
     batch_records: int = 200_000
     batch_bytes: int = 128 * 1024 * 1024  # report XML held until the commit
     progress: ProgressFn | None = None
+    workers: int = 1  # parsing processes; 0 = one per core (dmarclens.parallel)
     domains: Sequence[str] | None = None  # the owner's domains; None = config/env (dmarclens.security)
     summary: RunSummary = field(default_factory=lambda: RunSummary(run_id=uuid.uuid4().hex[:16]))
     _pending: list[Parsed] = field(default_factory=list)
@@ -108,15 +128,17 @@ class Ingestor:
 
     def run(self, raws: Iterable[RawItem]) -> RunSummary:
         """Parse and store everything; the caller gets one summary."""
-        for raw in raws:
-            self.add(parse_raw(raw))
+        from dmarclens.parallel import parse_all
+
+        for parsed in parse_all(raws, workers=self.workers):
+            self.add(parsed)
         return self.finish()
 
     def add(self, parsed: Parsed) -> None:
         self._pending.append(parsed)
         if parsed.item and parsed.item.report:
             self._pending_records += len(parsed.item.report.records)
-            self._pending_bytes += len(parsed.item.raw_xml or b"")
+            self._pending_bytes += len(parsed.item.raw_xml or parsed.raw_gz or b"")
         if (len(self._pending) >= self.batch_items or self._pending_records >= self.batch_records
                 or self._pending_bytes >= self.batch_bytes):
             self.flush()
@@ -163,6 +185,7 @@ class Ingestor:
         stored = write.existing_keys(con, keys)
         results: list[ItemResult] = []
         ips: set[str] = set()
+        to_store: list[write.NewReport] = []
         trust: list[security.TrustRow] = []
         for p in pending:
             res = _base_result(p.raw, sha256=p.sha256, size_bytes=p.size_bytes)
@@ -174,9 +197,9 @@ class Ingestor:
                 res.reason = f"{p.item.summary or p.item.kind}: recorded, not aggregate data"
             elif p.item is not None and p.item.report is not None:
                 report = p.item.report
-                raw_xml = p.item.raw_xml or b""
+                raw_xml = p.item.raw_xml or b""  # None once _pack_xml kept only its gzip
                 res.kind, res.report_key, res.domain = "aggregate", report.key, report.domain
-                sha = hashlib.sha256(raw_xml).hexdigest()
+                sha = p.raw_sha256 or hashlib.sha256(raw_xml).hexdigest()
                 if report.key in stored:
                     res.outcome = "duplicate"
                     same = stored[report.key] == sha
@@ -190,8 +213,8 @@ class Ingestor:
                     if not same:  # a receiver's correction, or someone pre-empting a real report: say so
                         log.warning("%s: %s", _label(p.raw), res.reason)
                 else:
-                    write.insert_report(con, report, raw_xml=raw_xml, origin=p.raw.origin,
-                                        member=p.raw.member, run_id=self.run_id)
+                    to_store.append(write.NewReport(report, p.raw.origin, p.raw.member, raw_xml=raw_xml,
+                                                    raw_gz=p.raw_gz, raw_sha256=sha))
                     stored[report.key] = sha
                     owned = security.is_owned(report.domain, self._domains)
                     trust.append(security.TrustRow(report.key, report.domain, owned,
@@ -205,8 +228,9 @@ class Ingestor:
                         log.warning("%s: stored, but %s", _label(p.raw), res.reason)
                     res.records = len(report.records)
                     res.messages = report.records.messages
-                    ips.update(report.records.source_ip)
+                    ips.update(write.source_ips(report.records))
             results.append(res)
+        write.insert_reports(con, to_store, run_id=self.run_id)  # one bulk write per batch
         # Before the rollup: a report for someone else's domain must never reach it.
         security.store_trust(con, trust)
         if ips:
@@ -234,9 +258,11 @@ def ingest_paths(
     command: str = "ingest",
     lock_timeout: float = 30.0,
     progress: ProgressFn | None = None,
+    workers: int = 1,
 ) -> RunSummary:
-    """Library entry point behind ``dmarclens ingest``."""
+    """Library entry point behind ``dmarclens ingest`` (``workers``: parsing processes, 0 = per core)."""
     from dmarclens.sources.files import iter_paths
 
-    ingestor = Ingestor(db_path=Path(db_path), command=command, lock_timeout=lock_timeout, progress=progress)
+    ingestor = Ingestor(db_path=Path(db_path), command=command, lock_timeout=lock_timeout, progress=progress,
+                        workers=workers)
     return ingestor.run(iter_paths([str(p) for p in paths]))

@@ -1,0 +1,87 @@
+"""Parsing with a worker pool stores exactly what one process stores."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from dmarclens import parallel
+from dmarclens.pipeline import ingest_paths
+from dmarclens.sources.files import iter_paths
+from tests.perf.data import DAY0, render, report_spec, small_reports
+
+# What a second run may legitimately change: run ids, clocks, sequence ids.
+TABLES = {
+    "reports": "SELECT * EXCLUDE (ingest_run_id, ingested_at) FROM reports ORDER BY report_key",
+    "report_raw": "SELECT * FROM report_raw ORDER BY report_key",
+    "records": "SELECT * EXCLUDE (ingest_run_id) FROM records ORDER BY ALL",
+    "ip_info": "SELECT * EXCLUDE (offline_resolved_at) FROM ip_info ORDER BY ip",
+    "ingest_items": "SELECT * EXCLUDE (item_id, run_id, seen_at) FROM ingest_items ORDER BY item_id",
+}
+
+
+@pytest.fixture(scope="module")
+def inbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """180 small reports, a re-sent copy, a multi-day report, a broken file."""
+    folder = tmp_path_factory.mktemp("inbox")
+    names = []
+    for name, data in small_reports(180, seed=5):
+        (folder / name).write_bytes(data)
+        names.append(name)
+    shutil.copy(folder / names[10], folder / ("zz-copy-" + names[10]))  # a duplicate, found after the original
+    (folder / "long.xml").write_bytes(render(report_spec(300, begin=DAY0 - 5 * 86400, span=3 * 86400 + 7)))
+    (folder / "broken.xml").write_bytes(b"<feedback><report_metadata>")
+    return folder
+
+
+def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {name: con.execute(sql).fetchall() for name, sql in TABLES.items()}
+    finally:
+        con.close()
+
+
+def test_pool_and_single_process_store_the_same(inbox: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    pooled: list[int] = []
+    real = parallel._pooled
+
+    def spy(items: Any, workers: int) -> Any:
+        pooled.append(workers)
+        return real(items, workers)
+
+    monkeypatch.setattr(parallel, "_pooled", spy)
+    one = ingest_paths([inbox], tmp_path / "one.duckdb", workers=1)
+    two = ingest_paths([inbox], tmp_path / "two.duckdb", workers=2)
+    assert pooled == [2]  # the pool really ran for the second ingest only
+    assert one.to_json() | {"run_id": "", "seconds": 0} == two.to_json() | {"run_id": "", "seconds": 0}
+    assert (one.stored, one.duplicates, one.rejected) == (181, 1, 1)
+    a, b = dump(tmp_path / "one.duckdb"), dump(tmp_path / "two.duckdb")
+    for name in TABLES:
+        assert a[name] == b[name], name
+    con = duckdb.connect(str(tmp_path / "two.duckdb"), read_only=True)
+    parsers = con.execute("SELECT parser, count(*) FROM reports GROUP BY 1").fetchall()
+    con.close()
+    assert parsers == [("fast", 181)]
+
+
+def test_results_come_back_in_input_order(inbox: Path) -> None:
+    raws = list(iter_paths([inbox]))
+    assert len(raws) >= parallel.POOL_MIN_ITEMS
+    order = [(p.raw.origin, p.raw.member) for p in parallel.parse_all(raws, workers=2)]
+    assert order == [(r.origin, r.member) for r in raws]
+
+
+def test_short_inputs_do_not_start_a_pool(inbox: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_pool(items: Any, workers: int) -> Any:
+        raise AssertionError("pool started for a short input")
+
+    monkeypatch.setattr(parallel, "_pooled", no_pool)
+    raws = list(iter_paths([inbox]))[: parallel.POOL_MIN_ITEMS - 1]
+    assert len(list(parallel.parse_all(raws, workers=2))) == len(raws)
+    assert parallel.resolve_workers(0) >= 1 and parallel.resolve_workers(3) == 3
