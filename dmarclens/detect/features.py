@@ -133,7 +133,7 @@ def unit_sql(where: str, *, with_ip: bool = False) -> str:
                "r.envelope_to AS env_to, " if with_ip else "")
     return f"""
     SELECT p.domain, r.day, CASE WHEN p.span_seconds > 129600 THEN p.last_day ELSE r.day END AS nday,
-           p.org, {ip_cols}
+           p.span_seconds > 129600 AS multi, p.org, {ip_cols}
            coalesce(i.service, 'Unknown network') AS service, i.asn,
            coalesce(r.envelope_from, r.spf[1].domain, '') AS env_from,
            coalesce(r.header_from, p.domain) AS header_from,
@@ -293,7 +293,12 @@ def build(
         pairs = authorize_fn(_df(con, "SELECT DISTINCT domain, service FROM det_x"))
         if pairs:
             con.executemany("INSERT INTO det_auth VALUES (?, ?)", [list(x) for x in pairs])
-    con.execute("CREATE OR REPLACE TEMP TABLE det_pres AS SELECT DISTINCT domain, org, day FROM det_x")
+    # A reporter's day is "smeared" when a multi-day report covers it: the day split spread
+    # that report's counts evenly, so the day's value says nothing about that day.
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE det_pres AS
+           SELECT domain, org, day, bool_or(multi) AS smeared FROM det_x GROUP BY ALL"""
+    )
 
     # Per service and day, with history flags computed only from earlier days.
     con.execute(
@@ -377,13 +382,18 @@ def _baseline_sql(series: str, part: str, p: Params) -> str:
     Expected ``e`` = median x profile of the judged weekday. Spread ``s`` =
     IQR / 1.349 x profile (a robust standard deviation), floored at 10 % of
     ``e`` and at its square root (Poisson noise), so a flat history does not
-    make every wobble significant. ``hmax`` = the window's de-seasonalised
-    maximum x profile: recurring campaigns are their own precedent.
+    make every wobble significant. ``hmax`` = the de-seasonalised maximum of
+    the window's older days (8 to ``base_window`` days back) x profile:
+    recurring campaigns are their own precedent, while the days of an
+    ongoing burst do not excuse each other.
+
+    Values of "smeared" reporter-days (covered by a multi-day report) are
+    NULL: they neither feed the baseline nor get judged.
     """
     keys = f"{part}, org"
     return f"""
     WITH prof AS (
-        SELECT {keys}, dayofweek(day) AS wd, median(x) AS m_wd, count(*) AS n_wd
+        SELECT {keys}, dayofweek(day) AS wd, median(x) AS m_wd, count(x) AS n_wd
         FROM {series} GROUP BY ALL
     ), lvl AS (
         SELECT {keys}, median(x) AS m_all FROM {series} GROUP BY ALL
@@ -397,13 +407,15 @@ def _baseline_sql(series: str, part: str, p: Params) -> str:
                               AND fac.wd = dayofweek(v.day)
     ), w AS (
         SELECT {keys}, day, x, f,
-               quantile_cont(xd, [0.25, 0.5, 0.75]) OVER w28 AS q, max(xd) OVER w28 AS mx, count(xd) OVER w28 AS n28
+               quantile_cont(xd, [0.25, 0.5, 0.75]) OVER w28 AS q, count(xd) OVER w28 AS n28,
+               max(xd) OVER wold AS mx
         FROM d
-        WINDOW w28 AS (PARTITION BY {keys} ORDER BY day ROWS BETWEEN {p.base_window} PRECEDING AND 1 PRECEDING)
+        WINDOW w28 AS (PARTITION BY {keys} ORDER BY day ROWS BETWEEN {p.base_window} PRECEDING AND 1 PRECEDING),
+               wold AS (PARTITION BY {keys} ORDER BY day ROWS BETWEEN {p.base_window} PRECEDING AND 8 PRECEDING)
     )
     SELECT {keys}, day, x, n28, q[2] * f AS e,
            greatest((q[3] - q[1]) / 1.349 * f, 0.10 * q[2] * f, sqrt(q[2] * f), 1.0) AS s,
-           mx * f AS hmax
+           coalesce(mx, 0) * f AS hmax
     FROM w
     """
 
@@ -420,7 +432,8 @@ def _volume(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -
             SELECT domain, service, org, min(day) AS f FROM so WHERE x > 0
             GROUP BY ALL HAVING count(*) >= {p.min_history}
         )
-        SELECT e.domain, e.service, e.org, pr.day, coalesce(so.x, 0)::DOUBLE AS x
+        SELECT e.domain, e.service, e.org, pr.day,
+               CASE WHEN pr.smeared THEN NULL ELSE coalesce(so.x, 0) END::DOUBLE AS x
         FROM elig e
         JOIN det_pres pr ON pr.domain = e.domain AND pr.org = e.org AND pr.day >= e.f
         LEFT JOIN so ON so.domain = e.domain AND so.service = e.service AND so.org = e.org AND so.day = pr.day"""
@@ -432,7 +445,7 @@ def _volume(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -
                    sum(x) AS obs, sum(e) AS exp, sqrt(sum(s * s)) AS sigma, sum(hmax) AS hmax,
                    count(*) AS orgs, list(org ORDER BY org) AS org_list
             FROM b
-            WHERE b.day BETWEEN ? AND ? AND n28 >= {p.min_history}
+            WHERE b.day BETWEEN ? AND ? AND n28 >= {p.min_history} AND x IS NOT NULL
             GROUP BY ALL""",
         [start, end],
     )
@@ -450,7 +463,7 @@ def _spoof(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) ->
         ), elig AS (
             SELECT domain, org, min(day) AS f FROM det_pres GROUP BY ALL HAVING count(*) >= {p.min_history}
         )
-        SELECT e.domain, e.org, pr.day, coalesce(so.x, 0)::DOUBLE AS x
+        SELECT e.domain, e.org, pr.day, CASE WHEN pr.smeared THEN NULL ELSE coalesce(so.x, 0) END::DOUBLE AS x
         FROM elig e
         JOIN det_pres pr ON pr.domain = e.domain AND pr.org = e.org
         LEFT JOIN so ON so.domain = e.domain AND so.org = e.org AND so.day = pr.day"""
@@ -460,7 +473,7 @@ def _spoof(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) ->
         f"""WITH b AS ({_baseline_sql('det_spoof_dense', 'domain', p)})
             SELECT domain, day, sum(x) AS obs, sum(e) AS exp, sqrt(sum(s * s)) AS sigma, sum(hmax) AS hmax,
                    count(*) AS orgs
-            FROM b WHERE day BETWEEN ? AND ? AND n28 >= {p.min_history}
+            FROM b WHERE day BETWEEN ? AND ? AND n28 >= {p.min_history} AND x IS NOT NULL
             GROUP BY ALL""",
         [start, end],
     )

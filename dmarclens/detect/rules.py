@@ -587,7 +587,7 @@ def audience_findings(features: Features, params: Params) -> list[Finding]:
             if not _judgeable(features, row.domain, row.day, params):
                 continue
             sev = "medium" if row.new_to_msgs >= 200 else "low"
-            names = list(row.new_list or [])[:10]
+            names = [str(x) for x in (row.new_list if row.new_list is not None else [])][:10]
             out.append(Finding(
                 kind="audience_shift", domain=row.domain,
                 identity={"service": row.service, "envelope_to": f"{int(row.new_to)} new domains"},
@@ -701,12 +701,24 @@ def explain_best(findings: list[Finding]) -> list[Finding]:
     * A provider's volume spike whose extra mail came from new ranges or new
       identifiers (of that provider, on those days) is told once, by the
       finer finding, which takes over the spike's severity if it is higher;
-    * a failing new source inside a spoofing burst is part of the burst.
+    * a failing new source inside a spoofing burst is part of the burst;
+    * a volume spike in the first week of a new or revived source is part of
+      that arrival (its baseline is the silence before).
     """
     finer = [f for f in findings if f.kind in ("new_ip_range_in_authorized_provider", "new_identifier")]
     bursts = [f for f in findings if f.kind == "spoofing_burst"]
+    arrivals = [f for f in findings if f.kind in ("new_source", "dormant_source_revived")]
     keep: list[Finding] = []
     for f in findings:
+        if f.kind == "volume_spike":
+            came = [g for g in arrivals if g.domain == f.domain and g.identity.get("service") == f.identity.get("service")
+                    and timedelta(0) <= f.first_day - g.first_day < timedelta(days=7)]
+            if came:  # a source that just (re)appeared: its first days are not a "spike"
+                g = came[0]
+                if RANK[f.severity] > RANK[g.severity]:
+                    g.severity = f.severity
+                g.details["volume_after_arrival"] = {"messages": f.messages, "expected": round(f.expected, 1)}
+                continue
         if f.kind == "new_source" and not f.passed and any(
             b.domain == f.domain and b.first_day <= f.last_day and b.last_day >= f.first_day for b in bursts
         ):
@@ -826,7 +838,7 @@ def explanation(f: Finding, ips: int = 0) -> str:
         return (
             f"{when}, {svc} sent {n(f.messages)} DMARC-passing messages for {f.domain} to "
             f"{d['new_recipient_domains']} recipient domains it never mailed before (usually "
-            f"{n(d['usual_new_per_day'])} a day), e.g. {ex}."
+            f"{n(d['usual_new_per_day'])} a day), such as {ex}."
         )
     if f.kind == "lookalike_identifier":
         field_name = {"envelope_from": "envelope-from", "dkim_domain": "DKIM signing domain",

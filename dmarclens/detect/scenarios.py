@@ -201,6 +201,13 @@ def spoof_noise(domain: str, daily: float, *, label: str = "spoof-noise", **kw: 
                   ips_per_report=3, **kw)  # type: ignore[arg-type]
 
 
+def host_in(prefix: str, rng: random.Random) -> str:
+    """A host address inside a /16 ("142.93") or /24 ("45.155.205") prefix."""
+    if prefix.count(".") == 2:
+        return f"{prefix}.{rng.randint(2, 254)}"
+    return f"{prefix}.{rng.randint(0, 255)}.{rng.randint(2, 254)}"
+
+
 def ramp(days: int, start: float = 0.05, end: float = 1.0) -> tuple[float, ...]:
     """Per-day multipliers rising linearly from ``start`` to ``end`` over ``days``."""
     if days <= 1:
@@ -339,8 +346,7 @@ def benchmark_world(seed: int = 11, history_days: int = 42, eval_days: int = 60,
     rot = e0 + 12
     sel_rot = e0 + 36
     new_hosts = tuple(f"40.107.247.{h}" for h in sorted(rng.sample(range(2, 250), 12)))
-    burst_hosts = tuple(f"{rng.choice(SPOOF_BURST_NETS)}.{rng.randint(0, 255)}.{rng.randint(2, 254)}"
-                        for _ in range(40))
+    burst_hosts = tuple(host_in(rng.choice(SPOOF_BURST_NETS), rng) for _ in range(40))
     consumer = (("google", 0.46), ("yahoo", 0.22), ("microsoft", 0.18), ("comcast", 0.07), ("rfc9990", 0.04),
                 ("mimecast", 0.02), ("legacy", 0.01))
     sources = [
