@@ -8,13 +8,14 @@ it at 2,000 and at 10,000 messages shows whether memory stays bounded (it
 should not grow with the mailbox: fetching is batched). The watch figure is the
 time from APPEND to the message sitting in the archive folder.
 
-Mail is built by ``dmarclens.generator.many_small_reports`` (distinct reports,
-1-20 records each, as .zip / .xml.gz / .xml attachments) and appended with
-MULTIAPPEND. Needs Dovecot (scripts/install-test-deps.sh).
+Mail is built with ``dmarclens.generator`` (distinct daily reports, 1-20
+records each, attached as .zip / .xml.gz / octet-stream gzip / .xml the way
+five receivers do) and appended with MULTIAPPEND. Needs Dovecot (scripts/install-test-deps.sh).
 
 Usage:
     python benchmarks/imap.py                       # 2,000 messages, batch 100
-    python benchmarks/imap.py --messages 10000 --messages 2000 --batch-size 100 --idle-samples 5
+    python benchmarks/imap.py --messages 2000 --messages 10000 --idle-samples 10
+    python benchmarks/imap.py --messages 300 --records 1000 --idle-samples 0   # bigger reports
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -35,21 +37,49 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dmarclens.generator import Attachment, MailMeta, many_small_reports, report_email  # noqa: E402
+from dmarclens.generator import (  # noqa: E402
+    DkimAuth,
+    MailMeta,
+    PolicySpec,
+    RecordSpec,
+    ReportSpec,
+    SpfAuth,
+    attachment_for,
+    render_report,
+    report_email,
+    report_subject,
+)
 from tests.servers.dovecot import Dovecot  # noqa: E402
 
-_TYPES = {".zip": "application/zip", ".gz": "application/gzip", ".xml": "text/xml"}
 
+def report_mails(n: int, seed: int = 3, n_records: int = 0) -> list[bytes]:
+    """``n`` report mails, each one distinct daily report with 1-20 records (or ``n_records``).
 
-def report_mails(n: int, seed: int = 3) -> list[bytes]:
-    when = datetime(2026, 1, 2, 8, 0, tzinfo=UTC)
+    Dates run back from 2025-12-31 (30 reports a day), so any ``n`` stays in the past: the
+    store rejects reports whose interval ends in the future.
+    """
+    rng = random.Random(f"bench-imap|{seed}")
+    receivers = [("google.com", "zip"), ("enterprise.protection.outlook.com", "gzip"), ("yahoo.com", "gzip"),
+                 ("mimecast.com", "octet-gz"), ("receiver.example", "xml")]
+    last_day = int(datetime(2025, 12, 31, tzinfo=UTC).timestamp())
     out = []
-    for i, (name, data) in enumerate(many_small_reports(n, seed=seed)):
-        ctype = _TYPES[Path(name).suffix]
-        meta = MailMeta("noreply-dmarc@reporter.example", "dmarc@example.com",
-                        f"Report Domain: example.com Submitter: reporter.example Report-ID: {i}",
-                        when, f"<bench-{seed}-{i}@reporter.example>")
-        out.append(report_email([Attachment(name, data, ctype)], meta))
+    for i in range(n):
+        org, style = receivers[i % len(receivers)]
+        domain = f"example{i % 3}.com"
+        begin = last_day - (i // 30) * 86400
+        records = [
+            RecordSpec(
+                source_ip=f"{rng.choice(('40.107.22', '209.85.218', '167.89.54', '54.240.9'))}.{rng.randint(2, 254)}",
+                count=rng.randint(1, 400), header_from=domain, envelope_from=domain,
+                dkim=(DkimAuth(domain, "selector1"),), spf=(SpfAuth(domain),),
+            )
+            for _ in range(n_records or rng.randint(1, 20))
+        ]
+        spec = ReportSpec(org_name=org, email=f"noreply-dmarc@{org}", report_id=f"bench-{seed}-{i}", begin=begin,
+                          end=begin + 86399, policy=PolicySpec(domain=domain), records=records, receiver=org)
+        meta = MailMeta(f"noreply-dmarc@{org}", "dmarc@example.com", report_subject(spec),
+                        datetime(2026, 1, 2, 8, 0, tzinfo=UTC), f"<bench-{seed}-{i}@{org}>")
+        out.append(report_email([attachment_for(spec, render_report(spec), style)], meta))  # type: ignore[arg-type]
     return out
 
 
@@ -78,16 +108,19 @@ class OneShot:
         return self.messages / self.wall_s
 
 
-def one_shot(server: Dovecot, n: int, batch_size: int, workdir: Path) -> OneShot:
+def one_shot(server: Dovecot, n: int, batch_size: int, workdir: Path, records: int = 0) -> OneShot:
     user, password = server.new_user(f"bench{n}")
-    fill(server, user, report_mails(n))
-    db = workdir / f"bench-{n}.duckdb"
+    fill(server, user, report_mails(n, n_records=records))
+    db = workdir / f"{user}.duckdb"
     env = dict(os.environ, DMARCLENS_IMAP_PASSWORD=password)
     start = time.monotonic()
-    proc = subprocess.Popen(cli(server, user, db, "--batch-size", str(batch_size), "--json"),
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    err_path = workdir / f"{user}.stderr"
+    with open(err_path, "w") as err_file:  # a file, not a pipe: a full pipe would stall the child
+        proc = subprocess.Popen(cli(server, user, db, "--batch-size", str(batch_size), "--json"),
+                                env=env, stdout=subprocess.PIPE, stderr=err_file, text=True)
+        out = proc.stdout.read()  # type: ignore[union-attr]
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    err = err_path.read_text()
     wall = time.monotonic() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
@@ -133,21 +166,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, action="append", help="mailbox sizes to fetch (repeatable)")
     ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--records", type=int, default=0, help="records per report (default: 1-20, varied)")
     ap.add_argument("--idle-samples", type=int, default=5)
     args = ap.parse_args()
     sizes = args.messages or [2000]
     with tempfile.TemporaryDirectory(prefix="dmarclens-bench-imap-") as tmp, Dovecot(oauth2=False) as server:
         workdir = Path(tmp)
-        rows = [one_shot(server, n, args.batch_size, workdir) for n in sizes]
+        rows = [one_shot(server, n, args.batch_size, workdir, args.records) for n in sizes]
         idle = idle_latency(server, args.idle_samples, workdir) if args.idle_samples else []
+    size = f"{args.records} records" if args.records else "1-20 records"
     print(f"dmarclens fetch, one-shot, implicit TLS to local Dovecot {datetime.now(UTC):%Y-%m-%d}, "
-          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; one report of {size} per message")
     print()
     print("| messages | batch | wall s (whole CLI) | in-run s | messages/s | peak RSS MB |")
     print("|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r.messages:,} | {r.batch_size} | {r.wall_s:.1f} | {r.inner_s:.1f} | {r.per_second:.0f} | "
-              f"{r.peak_rss_mb:.0f} |")
+        print(f"| {r.messages:,} | {r.batch_size} | {r.wall_s:.1f} | {r.inner_s:.1f} | "
+              f"{r.per_second:.0f} | {r.peak_rss_mb:.0f} |")
     if idle:
         print()
         print(f"watch (IDLE): APPEND → archived, {len(idle)} samples: median {statistics.median(idle):.2f} s, "

@@ -53,7 +53,7 @@ from urllib.parse import quote
 
 from dmarclens.errors import ConfigError, DmarcLensError, LockedError, StoreError
 from dmarclens.imap_config import Credentials, ImapSettings, resolve_credentials
-from dmarclens.models import ItemResult, ParsedItem, RawItem, RunSummary
+from dmarclens.models import ItemResult, RawItem, RunSummary
 from dmarclens.pipeline import Ingestor, Parsed, ProgressFn, parse_raw
 from dmarclens.sources.files import items_from_mail
 from dmarclens.sources.imap import ImapConnection, ImapDisconnected, ImapError, is_loopback
@@ -305,104 +305,14 @@ class DryRunSink:
             return set(write.existing_keys(con, keys))
 
 
-# ---------------------------------------------------------------------- parsing in parallel
-
-POOL_MIN_MESSAGES = 200  # below this, starting worker processes costs more than it saves
-
-
-def _worker_init() -> None:
-    """Workers ignore Ctrl+C / SIGTERM sent to the whole process group: the main process decides
-    when to stop (after the message in hand) and then shuts the pool down itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _parse_chunk(raws: list[RawItem]) -> list[tuple[ParsedItem | None, str | None]]:
-    """Worker side: parse payloads; send back only the results, not the bytes again."""
-    out = []
-    for raw in raws:
-        parsed = parse_raw(raw)
-        out.append((parsed.item, parsed.error))
-    return out
-
-
-def _in_process(raws: list[RawItem]) -> Callable[[], list[Parsed]]:
-    """Parse lazily in this process, when the results are asked for."""
-    return lambda: [parse_raw(r) for r in raws]
-
-
 @dataclass
 class _Prepared:
-    """A fetched batch whose parsing has started: what ``_complete`` needs to store and move it."""
+    """A fetched and parsed batch: what ``_complete`` needs to store and move it."""
 
     handled: list[int]  # UIDs whose items are in ``parsed``, in order
     origins: dict[int, str]  # UID -> origin string of its items
-    parsed: Callable[[], list[Parsed]]
+    parsed: list[Parsed]
     skipped: int  # present but left in the folder (stop requested)
-
-
-class ParsePool:
-    """Parses payloads in worker processes while a big mailbox is drained.
-
-    Parsing (XML → Report) is about a third of the per-message cost and is
-    pure, so on a multi-core machine it runs in ``workers`` processes while
-    the main process writes the previous batch to the database. They are
-    forked (instant start, the parser's pages shared) before the first
-    database write of the run, and only once a run has POOL_MIN_MESSAGES
-    messages to do: a cron run finding three reports does not pay for them.
-    The children never touch the inherited IMAP socket and leave with
-    ``os._exit``. If the pool breaks for any reason, parsing falls back to
-    this process: same results, only slower.
-    """
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers if workers > 0 else (os.cpu_count() or 1)
-        self.enabled = False
-        self._pool: Any = None
-
-    def enable(self) -> None:
-        self.enabled = self.workers > 1
-
-    def submit(self, raws: list[RawItem]) -> Callable[[], list[Parsed]]:
-        """Start parsing ``raws``; the returned function waits for and returns the results, in order."""
-        if not self.enabled or len(raws) < 2 * self.workers:
-            return _in_process(raws)
-        from concurrent.futures.process import BrokenProcessPool
-
-        try:
-            if self._pool is None:
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor
-
-                ctx = multiprocessing.get_context("fork")
-                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
-                                                 initializer=_worker_init)
-            size = max(1, -(-len(raws) // (self.workers * 2)))
-            futures = [self._pool.submit(_parse_chunk, raws[i:i + size]) for i in range(0, len(raws), size)]
-        except (BrokenProcessPool, OSError, RuntimeError) as e:
-            self._give_up(e)
-            return _in_process(raws)
-
-        def resolve() -> list[Parsed]:
-            try:
-                outcomes = [o for f in futures for o in f.result()]
-            except (BrokenProcessPool, OSError) as e:
-                self._give_up(e)
-                return [parse_raw(r) for r in raws]
-            return [Parsed(raw, item=item, error=error) for raw, (item, error) in zip(raws, outcomes, strict=True)]
-
-        return resolve
-
-    def _give_up(self, e: BaseException) -> None:
-        log.warning("parser worker processes failed (%s); parsing in this process from now on", e)
-        self.close()
-        self.enabled = False
-
-    def close(self) -> None:
-        if self._pool is not None:
-            with contextlib.suppress(Exception):
-                self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
 
 
 # ---------------------------------------------------------------------- one mailbox
@@ -420,8 +330,6 @@ class FetchOptions:
     on_batch: ProgressHook | None = None
     failpoints: Failpoints = field(default_factory=lambda: Failpoints(os.environ.get("DMARCLENS_FAILPOINT")))
     store_lock: threading.Lock = field(default_factory=threading.Lock)
-    workers: int = 0  # parser processes for big mailboxes; 0 = one per core, 1 = parse in-process
-    parse_pool: ParsePool | None = None
 
 
 class MailboxRunner:
@@ -496,10 +404,8 @@ class MailboxRunner:
 
         Keeps searching until a search brings nothing new, so mail arriving
         during a long run is taken too and a one-shot run ends drained.
-        Batches overlap by one step: batch k+1 is fetched and handed to the
-        parser workers before batch k is committed and moved, so parsing runs
-        while the database writes. The order per message never changes:
-        fetch → parse → commit → move. Returns the number of messages processed.
+        Each batch is fetched, parsed, committed and moved before the next is
+        fetched. Returns the number of messages processed.
         """
         done = 0
         min_uid = 1 if full else self.last_uid + 1
@@ -511,23 +417,16 @@ class MailboxRunner:
             self.last_uid = max(self.last_uid, uids[-1])
             min_uid = uids[-1] + 1
             self.stats.found += len(uids)
-            if self.o.parse_pool is not None and len(uids) >= POOL_MIN_MESSAGES:
-                self.o.parse_pool.enable()
-            previous: _Prepared | None = None
             for start in range(0, len(uids), self.s.batch_size):
                 if self.stop.is_set():
                     self.stats.left += len(uids) - start
                     break
-                current = self._prepare(uids[start:start + self.s.batch_size])
-                if previous is not None:
-                    done += self._complete(sink_for(), previous)
-                previous = current
-            if previous is not None:
-                done += self._complete(sink_for(), previous)
+                prepared = self._prepare(uids[start:start + self.s.batch_size])
+                done += self._complete(sink_for(), prepared)
         return done
 
     def _prepare(self, uids: list[int]) -> _Prepared:
-        """Fetch one batch (never more than MAX_FETCH_BYTES per FETCH) and start parsing it."""
+        """Fetch one batch (never more than MAX_FETCH_BYTES per FETCH) and parse it."""
         fp = self.o.failpoints
         fp.hit("before_fetch")
         sizes = self.conn.sizes(uids)
@@ -566,18 +465,16 @@ class MailboxRunner:
                 handled.append(uid)
                 del data
             del bodies
-        pool = self.o.parse_pool
-        parsed = pool.submit(raws) if pool is not None else _in_process(raws)
+        parsed = [parse_raw(r) for r in raws]
         return _Prepared(handled=handled, origins=origins, parsed=parsed, skipped=len(present) - len(handled))
 
     def _complete(self, sink: Sink, prep: _Prepared) -> int:
         """Store one prepared batch in one commit, then move each message. Returns messages processed."""
-        items = prep.parsed()
         self._collected = {}
         with self.o.store_lock:
-            for item in items:
+            for item in prep.parsed:
                 sink.add(item)
-            del items
+            prep.parsed.clear()
             sink.flush()
         self.o.failpoints.hit("after_commit")
         self.stats.left += prep.skipped
@@ -775,19 +672,13 @@ def fetch_once(mailboxes: Sequence[ImapSettings], options: FetchOptions) -> Fetc
                 sink = _new_ingestor(options, collect)
         return sink
 
-    if options.parse_pool is None and options.workers != 1 and not options.dry_run:
-        options.parse_pool = ParsePool(options.workers)
-    try:
-        for settings in mailboxes:
-            if options.stop.is_set():
-                break
-            runner = MailboxRunner(settings, options)
-            runners.append(runner)
-            current[:] = [runner]
-            store_failed = _drain_one(runner, options, sink_for) or store_failed
-    finally:
-        if options.parse_pool is not None:
-            options.parse_pool.close()
+    for settings in mailboxes:
+        if options.stop.is_set():
+            break
+        runner = MailboxRunner(settings, options)
+        runners.append(runner)
+        current[:] = [runner]
+        store_failed = _drain_one(runner, options, sink_for) or store_failed
     summary = RunSummary(run_id="none")
     if sink is not None:
         if isinstance(sink, Ingestor) and not store_failed:

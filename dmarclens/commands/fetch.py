@@ -130,7 +130,7 @@ def fetch(
         logging.getLogger("dmarclens.fetch").setLevel(logging.INFO)  # a service should say what it ingested
     progress = _FetchProgress(enabled=not as_json and not watch)
     options = FetchOptions(
-        db_path=settings.db, dry_run=dry_run, lock_timeout=settings.lock_timeout, workers=settings.workers,
+        db_path=settings.db, dry_run=dry_run, lock_timeout=settings.lock_timeout,
         password_file=Path(password_file) if password_file else None, on_batch=progress,
     )
     result = run_guarded(run_fetch, mailboxes, options, watch_mode=watch)
