@@ -109,3 +109,14 @@ def _clone(con: duckdb.DuckDBPyConnection, src: str, new_id: str, *, days: int, 
            FROM anomalies WHERE anomaly_id = ?""",
         [new_id, days, days, severity[0], severity[1], src],
     )
+
+
+def test_identity_baseline_for_the_dashboard(detected: Detected) -> None:
+    from dmarclens.store.queries import identity_baseline
+
+    a = next(x for x in detected.anomalies if x.domain == "seed.example")
+    with duckdb.connect(str(detected.db), read_only=True) as con:
+        df = identity_baseline(con, a.domain, {"service": "Microsoft"}, a.first_day, a.last_day)
+    assert len(df) == (a.last_day - a.first_day).days + 1  # every day, silences included
+    first = df.iloc[0]
+    assert first["passed"] > 2 * first["baseline"] > 0  # the Saturday of the seed against usual Saturdays
