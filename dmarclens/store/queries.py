@@ -169,8 +169,8 @@ def report_records(con: duckdb.DuckDBPyConnection, report_key: str) -> pd.DataFr
         con,
         """SELECT day, source_ip, service_name AS service, country, count, disposition, dmarc_pass,
                   policy_dkim, policy_spf, header_from, envelope_from, envelope_to,
-                  list_transform(dkim, x -> x.domain || '/' || coalesce(x.selector, '') || '=' || x.result) AS dkim,
-                  list_transform(spf, x -> x.domain || '=' || x.result) AS spf
+                  [d.domain || '/' || coalesce(d.selector, '') || '=' || d.result FOR d IN dkim] AS dkim,
+                  [s.domain || '=' || s.result FOR s IN spf] AS spf
            FROM v_records WHERE report_key = ? ORDER BY count DESC""",
         [report_key],
     )
@@ -1025,3 +1025,50 @@ def unverified_reports(con: duckdb.DuckDBPyConnection, limit: int = 500) -> pd.D
             WHERE v.owned AND v.mail_auth = 'unverified'
             ORDER BY v.begin_ts DESC, v.report_key LIMIT {int(limit)}""",
     )
+
+
+# --- detection context (schema 0003): one identity's days against its baseline -----------
+
+
+def identity_baseline(
+    con: duckdb.DuckDBPyConnection,
+    domain: str,
+    identity: dict[str, Any],
+    start: date,
+    end: date,
+    ips: list[str] | None = None,
+) -> pd.DataFrame:
+    """Daily DMARC-passing and failing messages of one identity, with the baseline it is judged by.
+
+    ``baseline`` is the median of the same weekday over the previous eight
+    weeks (the shape dmarclens detect expects; detect itself keeps it per
+    reporter and sums the reporters present each day, so its number for a
+    day with a missing reporter is lower). Days without mail are filled with
+    0 so a chart shows silences. For the anomaly page: "what was normal, and
+    what happened".
+    """
+    series = identity_series(con, domain, identity, start - timedelta(days=56), end, ips)
+    if series.empty:
+        return series.assign(baseline=[])
+    first = min(pd_date(x) for x in series["day"])
+    con.register("_identity_series", series)
+    try:
+        return _df(
+            con,
+            """WITH days AS (SELECT unnest(generate_series(?::DATE, ?::DATE, INTERVAL 1 DAY))::DATE AS day),
+                    s AS (SELECT d.day, coalesce(x.passed, 0) AS passed, coalesce(x.failed, 0) AS failed,
+                                 coalesce(x.messages, 0) AS messages
+                          FROM days d LEFT JOIN _identity_series x ON x.day::DATE = d.day),
+                    b AS (SELECT *, median(passed) OVER (PARTITION BY dayofweek(day) ORDER BY day
+                                                         ROWS BETWEEN 8 PRECEDING AND 1 PRECEDING) AS baseline
+                          FROM s)
+               SELECT day, messages, passed, failed, baseline FROM b WHERE day >= ? ORDER BY day""",
+            [first, end, start],
+        )
+    finally:
+        con.unregister("_identity_series")
+
+
+def pd_date(value: Any) -> date:
+    """A DATE value from DuckDB or pandas as a plain date."""
+    return value.date() if hasattr(value, "date") and callable(value.date) else value
