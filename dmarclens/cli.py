@@ -207,7 +207,26 @@ def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: 
         from dmarclens.commands.enrich import enrich_after_ingest
 
         enrich_after_ingest(settings)
+    elif summary.stored:
+        classify_after_ingest(settings.db, settings)
     sys.exit(summary.exit_code)
+
+
+def classify_after_ingest(path: Path, settings: Any) -> None:
+    """Traffic classes and lookalikes for what was just stored: SQL only, no DNS.
+
+    Runs after the ingest committed, so a failure here never loses a report;
+    it is one warning line and the exit code stays the ingest's.
+    """
+    try:
+        from dmarclens.enrich.rdns import enrich_db
+    except ImportError:
+        return
+    try:
+        enrich_db(path, resolve=False, settings_raw=settings.raw, owned_domains=settings.domains,
+                  lock_timeout=settings.lock_timeout)
+    except DmarcLensError as e:
+        click.echo(f"dmarclens: warning: traffic classes not updated: {e}", err=True)
 
 
 @cli.command()
@@ -418,6 +437,10 @@ def demo(db: str | None, samples: str | None, with_dashboard: bool, host: str, p
         f"{summary.records} records, {summary.messages} messages → {path}",
         err=True,
     )
+    from dmarclens.config import load_settings
+
+    if summary.stored:
+        classify_after_ingest(path, load_settings(db=str(path)))
     _post_ingest_hooks(path)
     if with_dashboard:
         sys.exit(launch_dashboard(path, host, port))
