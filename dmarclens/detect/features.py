@@ -383,9 +383,9 @@ def _baseline_sql(series: str, part: str, p: Params) -> str:
     IQR / 1.349 x profile (a robust standard deviation), floored at 10 % of
     ``e`` and at its square root (Poisson noise), so a flat history does not
     make every wobble significant. ``hmax`` = the de-seasonalised maximum of
-    the window's older days (8 to ``base_window`` days back) x profile:
-    recurring campaigns are their own precedent, while the days of an
-    ongoing burst do not excuse each other.
+    the days 7 to ``base_window`` calendar days back x profile: a weekly
+    campaign is its own precedent from its second week, while the days of an
+    ongoing burst (up to a week) do not excuse each other.
 
     Values of "smeared" reporter-days (covered by a multi-day report) are
     NULL: they neither feed the baseline nor get judged.
@@ -411,7 +411,8 @@ def _baseline_sql(series: str, part: str, p: Params) -> str:
                max(xd) OVER wold AS mx
         FROM d
         WINDOW w28 AS (PARTITION BY {keys} ORDER BY day ROWS BETWEEN {p.base_window} PRECEDING AND 1 PRECEDING),
-               wold AS (PARTITION BY {keys} ORDER BY day ROWS BETWEEN {p.base_window} PRECEDING AND 8 PRECEDING)
+               wold AS (PARTITION BY {keys} ORDER BY day
+                        RANGE BETWEEN INTERVAL {p.base_window} DAYS PRECEDING AND INTERVAL 7 DAYS PRECEDING)
     )
     SELECT {keys}, day, x, n28, q[2] * f AS e,
            greatest((q[3] - q[1]) / 1.349 * f, 0.10 * q[2] * f, sqrt(q[2] * f), 1.0) AS s,
