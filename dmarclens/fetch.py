@@ -588,8 +588,10 @@ class MailboxRunner:
                     # News or a plain IDLE renewal: either way ask only for UIDs above
                     # the last seen, one cheap SEARCH that also catches a missed notification.
                     self._cycle(new_sink, finish, full=False)
-            except (ImapError, LockedError) as e:
-                retryable = isinstance(e, LockedError) or e.retryable
+            except (ImapError, LockedError, ConfigError) as e:
+                # After a good start everything is retried: a password changed on the server, a
+                # token endpoint down for a minute, a dashboard holding the database a while.
+                retryable = isinstance(e, LockedError) or (isinstance(e, ImapError) and e.retryable)
                 if not started and not retryable:
                     raise
                 attempt += 1
@@ -610,12 +612,19 @@ class MailboxRunner:
 
         before = (self.stats.processed, self.stats.archived, self.stats.invalid,
                   self.stats.stored, self.stats.duplicates, self.stats.rejected)
+        store_failed = False
         try:
             self.drain(sink_for, full=full)
+        except StoreError:
+            store_failed = True  # closing the run would only wait for the same lock/disk again
+            raise
         finally:
-            if sink is not None:
+            if sink is not None and not store_failed:
                 with self.o.store_lock:
-                    finish(sink)
+                    try:
+                        finish(sink)
+                    except DmarcLensError as e:
+                        log.warning("%s: could not mark the ingest run finished: %s", self.s.label, e)
         if sink is not None and self.stats.processed > before[0]:
             log.info(
                 "%s: %d message(s): %d report(s) stored, %d duplicate(s), %d rejected; %d archived, %d invalid",

@@ -150,3 +150,25 @@ def test_lock_prevents_overlapping_runs_on_the_same_db_and_mailbox(imap_account:
     assert count(imap_account, ARCHIVE) == 6
     # The lock dies with its holder: a later run gets it at once.
     assert run_fetch(imap_account, db).returncode == 0
+
+
+def test_database_locked_by_another_writer_exit_1_and_the_mail_stays(imap_account: ImapAccount, tmp_path: Path) -> None:
+    fill_simple(imap_account, 2)
+    db = tmp_path / "r.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+         "time.sleep(60)", str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+
+        res = run_fetch(imap_account, db, env={"DMARCLENS_LOCK_TIMEOUT": "1"})
+    finally:
+        holder.kill()
+        holder.wait()
+
+    assert res.returncode == 1
+    [line] = _error_lines(res.stderr)
+    assert "is locked by another dmarclens process" in line and imap_account.user in line
+    assert count(imap_account, "INBOX") == 2  # fetched, not stored, so not moved
+    assert run_fetch(imap_account, db).returncode == 0
+    assert stored_report_ids(db) == ["r0", "r1"]
