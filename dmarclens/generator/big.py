@@ -146,11 +146,13 @@ def many_small_reports(n: int, *, seed: int) -> Iterator[tuple[str, bytes]]:
     domains = default_domains()
     reporters = [r for r in default_reporters() if r.period_days == 1]
     kinds = {"google": "zip", "microsoft": "xml.gz", "rfc9990": "xml"}
-    start = date(2026, 1, 1)
+    # Days cycle through 1,000 days from 2023 so any n stays in the past (a store
+    # rightly refuses reports from the future); report ids keep every item distinct.
+    start = date(2023, 1, 1)
     for i in range(n):
         rep = reporters[i % len(reporters)]
         dom = domains[(i // len(reporters)) % len(domains)]
-        day = start + timedelta(days=i // (len(reporters) * len(domains)))
+        day = start + timedelta(days=(i // (len(reporters) * len(domains))) % 1000)
         begin = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
         records = [
             RecordSpec(

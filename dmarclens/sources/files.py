@@ -192,7 +192,8 @@ def items_from_mail(
     items: list[RawItem] = []
     try:
         for part in iter_report_parts(msg):
-            items.append(RawItem(data=part.data, member=label(part.member), name=part.name, **base))
+            items.append(RawItem(data=part.data, member=label(part.member), name=part.name,
+                                 problem=part.problem, **base))
     except ReportParseError as e:
         return [RawItem(data=b"", member=member, problem=str(e), **base)]
     if not items:

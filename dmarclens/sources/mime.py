@@ -40,6 +40,7 @@ class MailPart:
     data: bytes
     member: str  # e.g. "attachment google.com!example.com!1!2.zip" or "forwarded/1/body"
     name: str | None
+    problem: str | None = None  # this attachment is unusable; the mail's other reports still count
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,12 @@ def _walk(part: Message, prefix: str, depth: int, counter: list[int]) -> Iterato
     name = part.get_filename()
     label = f"attachment {name}" if name else f"{ctype} body"
     if payload.startswith(_ZIP_MAGIC):
-        yield from _zip_members(payload, f"{prefix}{label}", name)
+        # A broken archive spoils only itself: the mail's other reports are still stored.
+        try:
+            members = list(_zip_members(payload, f"{prefix}{label}", name))
+        except ReportParseError as e:
+            members = [MailPart(data=b"", member=f"{prefix}{label}", name=name, problem=str(e))]
+        yield from members
     else:
         yield MailPart(data=payload, member=f"{prefix}{label}", name=name)
 

@@ -173,3 +173,19 @@ def test_unreadable_file_is_rejected(tmp_path: Path) -> None:
     f.chmod(0)
     res = run_cli("ingest", str(f), "--db", str(tmp_path / "d.duckdb"))
     assert res.returncode == 3 and "cannot read" in res.stderr
+
+
+def test_a_corrupt_attachment_spoils_only_itself(tmp_path: Path) -> None:
+    from dmarclens.generator.wrappers import Attachment, attachment_for
+
+    spec = make_spec(report_id="beside-corrupt")
+    good = attachment_for(spec, render_report(spec), "gzip")
+    bad = Attachment("broken.zip", b"PK\x03\x04" + b"\x00" * 64, "application/zip")
+    mail = report_email([good, bad], MailMeta("dmarc@google.com", "rua@example.com", "r", WHEN, "<two@g>"))
+    (tmp_path / "two.eml").write_bytes(mail)
+    res = run_cli("ingest", str(tmp_path / "two.eml"), "--db", str(tmp_path / "d.duckdb"), "--json")
+    assert res.returncode == 3
+    out = json.loads(res.stdout)
+    assert out["stored"] == 1
+    assert len(out["rejected"]) == 1 and "broken.zip" in out["rejected"][0]["input"]
+    assert "corrupt zip" in out["rejected"][0]["reason"]
