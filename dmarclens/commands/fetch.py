@@ -143,6 +143,10 @@ def fetch(
         click.echo(json.dumps(result.to_json(), indent=2))
     elif not quiet:
         _echo_summary(result, settings.db)
+    if result.summary.stored and not dry_run:
+        from dmarclens.cli import classify_after_ingest
+
+        classify_after_ingest(settings.db, settings)
     sys.exit(result.exit_code)
 
 
