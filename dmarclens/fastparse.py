@@ -286,6 +286,18 @@ class ColumnarRecords(RecordBatch):
             return True
         return any(unsafe.search(t) for t in v.texts)
 
+    def seal(self) -> None:
+        """Turn the Python-tuple tail into an Arrow batch too.
+
+        Done before a big report crosses a process boundary: Arrow pickles
+        as a few buffers and holds rows in a fraction of the memory.
+        """
+        if len(self.tail):
+            with gc_paused():
+                self.batches.append(self.tail.to_arrow())
+            self.tail = RowChunk()
+            self._cache.clear()
+
     def arrow_batches(self) -> list[pa.RecordBatch]:
         """All rows as Arrow batches (the tail converted on the fly)."""
         return [*self.batches, self.tail.to_arrow()] if len(self.tail) else list(self.batches)
@@ -295,7 +307,9 @@ class ColumnarRecords(RecordBatch):
         i = ROW_FIELDS.index("source_ip")
         ips = {r[i] for r in self.tail.rows}
         for b in self.batches:
-            ips.update(b.column(ARROW_COLUMNS.index("source_ip")).unique().to_pylist())
+            # to_pylist, not Array.unique: that loads pyarrow.compute (~10 MB)
+            # into a process that otherwise never needs it.
+            ips.update(b.column(ARROW_COLUMNS.index("source_ip")).to_pylist())
         return ips
 
     def _column(self, name: str) -> list[Any]:
@@ -578,7 +592,11 @@ def parse_aggregate_fast(xml: bytes, *, chunk_rows: int = CHUNK_ROWS) -> Report:
         except _SplitFailed as e:
             log.debug("parsing in one process: %s", e)
     with gc_paused():
-        part = _Parser(xml, xml_namespace, chunk_rows).run().part(keep_tail=True)
+        parser = _Parser(xml, xml_namespace, chunk_rows).run()
+        # Rows stay Python tuples only in a short report, for the writer to
+        # merge with other short reports; a big report's last rows become
+        # Arrow too, which holds them in a fraction of the memory.
+        part = parser.part(keep_tail=not parser.batches)
     return _assemble([part], xml_namespace, xml)
 
 

@@ -51,24 +51,95 @@ def resolve_workers(workers: int | None) -> int:
     return workers
 
 
+BIG_ITEM_BYTES = 4 * 1024 * 1024
+"""Items at least this large (as received) are parsed in a child process of
+their own when more than one worker is allowed."""
+
+
 def parse_all(raws: Iterable[RawItem], *, workers: int | None = 1) -> Iterator[Parsed]:
     """Every item parsed, in input order, by ``workers`` processes.
 
-    With one worker (or a short input) this is ``map(parse_raw, raws)`` in
-    the calling process.
+    ``workers=1`` keeps everything in the calling process (a big report is not
+    split either). Otherwise a long input goes to a pool, and a big item in a
+    short input is parsed by a forked child, which splits the report across
+    the cores and looks up its IPs; the writer then holds only the compact
+    result, never the parser's working memory or the IP database.
     """
+    from dmarclens.fastparse import set_split_processes, split_processes
     from dmarclens.pipeline import parse_raw
 
     n = resolve_workers(workers)
     items = iter(raws)
     if n <= 1:
-        yield from map(parse_raw, items)
+        before = split_processes()
+        set_split_processes(1)
+        try:
+            yield from map(parse_raw, items)
+        finally:
+            set_split_processes(before)
         return
     head = list(islice(items, POOL_MIN_ITEMS))
     if len(head) < POOL_MIN_ITEMS:
-        yield from map(parse_raw, head)
+        head.reverse()
+        while head:
+            raw = head.pop()  # no reference kept: a 30 MB item is freed once parsed
+            yield _isolated(raw) if len(raw.data) >= BIG_ITEM_BYTES else parse_raw(raw)
         return
     yield from _pooled(chain(head, items), n)
+
+
+def with_ip_facts(parsed: Parsed) -> Parsed:
+    """Look up the offline facts of a parsed report's IPs (in a worker).
+
+    Done where the report was parsed, the lookups run in parallel and the
+    writer only inserts the IPs it does not know yet.
+    """
+    item = parsed.item
+    if item is not None and item.report is not None and len(item.report.records):
+        from dmarclens.enrich.offline import shared_enricher
+        from dmarclens.store import write
+
+        ips = sorted(write.source_ips(item.report.records))
+        parsed.ip_facts = write.ip_facts_table(ips, shared_enricher())
+    return parsed
+
+
+def _isolated(raw: RawItem) -> Parsed:
+    """Parse one big item in a forked child and take back only its result."""
+    from dmarclens.pipeline import parse_raw
+
+    try:
+        ctx = multiprocessing.get_context("fork")
+    except ValueError:
+        return parse_raw(raw)
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_isolated_child, args=(raw, sender))  # not daemonic: it forks parts
+    proc.start()
+    sender.close()
+    try:
+        result = receiver.recv()
+    except EOFError:
+        result = None
+    finally:
+        receiver.close()
+        proc.join()
+    if result is None:
+        log.warning("%s: the parsing process died (exit %s); parsing in-process", raw.origin, proc.exitcode)
+        return parse_raw(raw)
+    return result
+
+
+def _isolated_child(raw: RawItem, sender: Any) -> None:
+    from dmarclens.pipeline import parse_raw
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parsed = with_ip_facts(parse_raw(raw))
+    if parsed.item is not None and parsed.item.report is not None:
+        seal = getattr(parsed.item.report.records, "seal", None)
+        if seal is not None:
+            seal()
+    sender.send(parsed)
+    sender.close()
 
 
 def _pooled(items: Iterator[RawItem], workers: int) -> Iterator[Parsed]:
@@ -120,4 +191,4 @@ def _init_worker() -> None:
 def _parse_chunk(chunk: list[RawItem]) -> list[Parsed]:
     from dmarclens.pipeline import parse_raw
 
-    return [parse_raw(raw) for raw in chunk]
+    return [with_ip_facts(parse_raw(raw)) for raw in chunk]

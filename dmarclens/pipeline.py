@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -43,6 +44,7 @@ class Parsed:
     size_bytes: int | None = None
     raw_gz: bytes | None = None  # the report XML gzipped for report_raw (see _pack_xml)
     raw_sha256: str | None = None  # of the report XML
+    ip_facts: Any = None  # Arrow table of offline IP facts, when a parse worker looked them up
 
 
 def parse_raw(raw: RawItem) -> Parsed:
@@ -151,6 +153,9 @@ class Ingestor:
             return []
         results: list[ItemResult] = []
         with dbmod.open_db(self.db_path, lock_timeout=self.lock_timeout) as con:
+            # One DuckDB thread: a batch write is a few bulk INSERTs, and parse
+            # workers use the other cores; more threads only cost ~20 MB RSS.
+            con.execute("SET threads = 1")
             con.execute("BEGIN TRANSACTION")
             try:
                 if not self._run_written:
@@ -186,6 +191,7 @@ class Ingestor:
         results: list[ItemResult] = []
         ips: set[str] = set()
         to_store: list[write.NewReport] = []
+        facts = [p.ip_facts for p in pending if p.ip_facts is not None]
         trust: list[security.TrustRow] = []
         for p in pending:
             res = _base_result(p.raw, sha256=p.sha256, size_bytes=p.size_bytes)
@@ -228,13 +234,14 @@ class Ingestor:
                         log.warning("%s: stored, but %s", _label(p.raw), res.reason)
                     res.records = len(report.records)
                     res.messages = report.records.messages
-                    ips.update(write.source_ips(report.records))
+                    if p.ip_facts is None:  # else the worker already looked its IPs up
+                        ips.update(write.source_ips(report.records))
             results.append(res)
         write.insert_reports(con, to_store, run_id=self.run_id)  # one bulk write per batch
         # Before the rollup: a report for someone else's domain must never reach it.
         security.store_trust(con, trust)
-        if ips:
-            write.upsert_ip_facts(con, ips, shared_enricher())
+        if ips or facts:
+            write.upsert_ip_facts(con, ips, shared_enricher, facts=facts)
         rollups.add_for_reports(con, [r.report_key for r in results if r.outcome == "stored" and r.report_key])
         write.insert_items(con, self.run_id, results)
         return results

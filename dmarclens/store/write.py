@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -269,21 +269,71 @@ def insert_items(con: duckdb.DuckDBPyConnection, run_id: str, items: list[ItemRe
     _insert_arrow(con, "ingest_items", table)
 
 
-def upsert_ip_facts(con: duckdb.DuckDBPyConnection, ips: Iterable[str], enricher: OfflineEnricher) -> int:
+def ip_facts_table(ips: Iterable[str], enricher: OfflineEnricher) -> pa.Table:
+    """Offline facts for ``ips`` as an Arrow table in ``ip_info``'s column names
+    (without the timestamp, which the writer stamps).
+
+    Parse workers call this for the IPs of the reports they parsed, so the
+    lookups run in parallel and the single writer only inserts.
+    """
+    from dmarclens.fastparse import gc_paused, import_pyarrow
+
+    pa = import_pyarrow()
+    string = pa.string()
+    with gc_paused():
+        facts = [enricher.lookup(ip) for ip in ips]
+        return pa.table({
+            "ip": pa.array([f.ip for f in facts], string),
+            "country": pa.array([f.country for f in facts], string),
+            "asn": pa.array([f.asn for f in facts], type=pa.int32()),
+            "as_name": pa.array([f.as_name for f in facts], string),
+            "as_domain": pa.array([f.as_domain for f in facts], string),
+            "service_name": pa.array([f.service_name for f in facts], string),
+            "service_type": pa.array([f.service_type for f in facts], string),
+            "service_source": pa.array([f.service_source for f in facts], string),
+        })
+
+
+_FACT_COLUMNS = "ip, country, asn, as_name, as_domain, service_name, service_type, service_source"
+
+
+def upsert_ip_facts(
+    con: duckdb.DuckDBPyConnection,
+    ips: Iterable[str],
+    enricher: OfflineEnricher | Callable[[], OfflineEnricher],
+    *,
+    facts: Sequence[pa.Table] = (),
+) -> int:
     """Add offline facts for IPs not yet in ip_info; return how many were added.
 
-    New IPs are looked up and inserted in slices of ``IP_SLICE`` so a report
-    with 200,000 new addresses never holds 200,000 fact objects at once.
+    ``facts`` are tables from ``ip_facts_table`` made where the reports were
+    parsed; only IPs they do not cover are looked up here. ``enricher`` may be
+    a function returning one, so the MMDB is not even opened when the facts
+    cover everything. New IPs are looked up in slices of ``IP_SLICE`` so a
+    report with 200,000 new addresses never holds 200,000 fact objects.
     """
     from dmarclens.fastparse import import_pyarrow
 
     pa = import_pyarrow()
-
-    from dmarclens.fastparse import gc_paused
-
-    ip_list = list(ips)
+    stamp = now_utc()
+    added = 0
+    if facts:
+        given = pa.concat_tables(list(facts))
+        # One table holds each IP once; several may repeat one (identical facts).
+        source = "_dl_given_facts" if len(facts) == 1 else "(SELECT DISTINCT ON (ip) * FROM _dl_given_facts)"
+        con.register("_dl_given_facts", given)
+        try:
+            added += con.execute(
+                f"INSERT INTO ip_info ({_FACT_COLUMNS}, offline_resolved_at) "
+                f"SELECT {_FACT_COLUMNS}, ? FROM {source} f ANTI JOIN ip_info USING (ip)",
+                [stamp],
+            ).fetchone()[0]
+        finally:
+            con.unregister("_dl_given_facts")
+        del given
+    ip_list = list(ips)  # IPs the given facts do not cover are dropped by the anti-join below
     if not ip_list:
-        return 0
+        return added
     con.register("_dl_seen_ips", pa.table({"ip": pa.array(ip_list, pa.string())}))
     try:
         rows = con.execute("SELECT ip FROM _dl_seen_ips ANTI JOIN ip_info USING (ip) ORDER BY ip").fetchall()
@@ -292,25 +342,17 @@ def upsert_ip_facts(con: duckdb.DuckDBPyConnection, ips: Iterable[str], enricher
     del ip_list
     new = [r[0] for r in rows]
     del rows
-    stamp = now_utc()
-    string = pa.string()
+    if new and callable(enricher) and not hasattr(enricher, "lookup"):
+        enricher = enricher()
     for start in range(0, len(new), IP_SLICE):
-        with gc_paused():
-            facts = [enricher.lookup(ip) for ip in new[start: start + IP_SLICE]]
-            table = pa.table({
-                "ip": pa.array([f.ip for f in facts], string),
-                "country": pa.array([f.country for f in facts], string),
-                "asn": pa.array([f.asn for f in facts], type=pa.int32()),
-                "as_name": pa.array([f.as_name for f in facts], string),
-                "as_domain": pa.array([f.as_domain for f in facts], string),
-                "service_name": pa.array([f.service_name for f in facts], string),
-                "service_type": pa.array([f.service_type for f in facts], string),
-                "service_source": pa.array([f.service_source for f in facts], string),
-                "offline_resolved_at": pa.array([stamp] * len(facts), type=pa.timestamp("us", tz="UTC")),
-            })
-            del facts
-        _insert_arrow(con, "ip_info", table)
-    return len(new)
+        table = ip_facts_table(new[start: start + IP_SLICE], enricher)  # type: ignore[arg-type]
+        con.register("_dl_new_ips", table)
+        try:
+            con.execute(f"INSERT INTO ip_info ({_FACT_COLUMNS}, offline_resolved_at) "
+                        f"SELECT {_FACT_COLUMNS}, ? FROM _dl_new_ips", [stamp])
+        finally:
+            con.unregister("_dl_new_ips")
+    return added + len(new)
 
 
 IP_SLICE = 10_000
