@@ -8,9 +8,11 @@ the file is never blocked for longer than one batch write.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -22,7 +24,7 @@ import duckdb
 
 from dmarclens import security
 from dmarclens.enrich.offline import shared_enricher
-from dmarclens.errors import ReportParseError
+from dmarclens.errors import ReportParseError, StoreError
 from dmarclens.models import ItemResult, ParsedItem, RawItem, RunSummary
 from dmarclens.parse import parse_payload
 from dmarclens.store import db as dbmod
@@ -110,7 +112,7 @@ class Ingestor:
     command: str = "ingest"
     source_kind: str = "files"
     lock_timeout: float = 30.0
-    batch_items: int = 500
+    batch_items: int = field(default_factory=lambda: _env_int("DMARCLENS_BATCH_ITEMS", 500))
     batch_records: int = 200_000
     batch_bytes: int = 128 * 1024 * 1024  # report XML held until the commit
     progress: ProgressFn | None = None
@@ -168,12 +170,20 @@ class Ingestor:
                 self.summary.seconds = time.monotonic() - self._started
                 write.update_run(con, self.summary, finished=finished)
                 con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
+            except BaseException as e:
+                # After a failed COMMIT (disk full) DuckDB has already ended the
+                # transaction; a second error here must not hide the first.
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
                 # The items were not stored; forget their counts so a retry is exact.
                 for r in results:
                     self.summary.items.remove(r)
                 self.summary = _recount(self.summary)
+                if isinstance(e, duckdb.Error):
+                    raise StoreError(
+                        f"database {self.db_path}: writing a batch of {len(pending)} item(s) failed and was "
+                        f"rolled back, nothing of it is stored ({' '.join(str(e).split())[:300]})"
+                    ) from e
                 raise
         self._run_written = True
         if self.progress:
@@ -245,6 +255,15 @@ class Ingestor:
         rollups.add_for_reports(con, [r.report_key for r in results if r.outcome == "stored" and r.report_key])
         write.insert_items(con, self.run_id, results)
         return results
+
+
+def _env_int(name: str, default: int) -> int:
+    """Items per transaction from the environment: smaller batches hold the DuckDB
+    lock for less time (and give the fault tests more commit points)."""
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
 
 
 def _recount(summary: RunSummary) -> RunSummary:
