@@ -389,14 +389,15 @@ def store_trust(con: duckdb.DuckDBPyConnection, rows: Iterable[TrustRow]) -> int
     import pyarrow as pa
 
     # One Arrow insert per batch: executemany costs milliseconds per row in DuckDB.
+    # Every column typed: pyarrow imports pandas (~0.2 s, ~45 MB) to infer an untyped list.
     table = pa.table({
-        "report_key": [r.report_key for r in rows],
-        "domain": [r.domain for r in rows],
+        "report_key": pa.array([r.report_key for r in rows], pa.string()),
+        "domain": pa.array([r.domain for r in rows], pa.string()),
         "owned": pa.array([r.owned for r in rows], pa.bool_()),
-        "mail_auth": [r.verdict.mail_auth for r in rows],
+        "mail_auth": pa.array([r.verdict.mail_auth for r in rows], pa.string()),
         "auth_method": pa.array([r.verdict.method for r in rows], pa.string()),
         "auth_domain": pa.array([r.verdict.domain for r in rows], pa.string()),
-        "auth_detail": [r.verdict.detail[:500] for r in rows],
+        "auth_detail": pa.array([r.verdict.detail[:500] for r in rows], pa.string()),
         "checked_at": pa.array([datetime.now(UTC)] * len(rows), pa.timestamp("us", tz="UTC")),
     })
     con.register("_dl_new_trust", table)

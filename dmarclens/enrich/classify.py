@@ -177,7 +177,8 @@ def fill_networks(con: duckdb.DuckDBPyConnection) -> int:
         return 0
     import pyarrow as pa
 
-    con.register("_dl_nets", pa.table({"ip": [p[0] for p in pairs], "network": [p[1] for p in pairs]}))
+    con.register("_dl_nets", pa.table({"ip": pa.array([p[0] for p in pairs], pa.string()),
+                                       "network": pa.array([p[1] for p in pairs], pa.string())}))
     try:
         con.execute("UPDATE ip_info SET network = n.network FROM _dl_nets n WHERE ip_info.ip = n.ip")
     finally:
