@@ -298,6 +298,21 @@ class ColumnarRecords(RecordBatch):
             self.tail = RowChunk()
             self._cache.clear()
 
+    def release(self) -> None:
+        """Free the rows once the store has them; ``len()`` and ``messages`` stay.
+
+        The writer calls this right after the INSERT so a 50,000-row report's
+        Arrow data is not held through the rest of the transaction. Reading a
+        column afterwards is a bug and raises instead of returning nothing.
+        """
+        had_arrow = bool(self.batches)
+        self.batches = []
+        self.tail = RowChunk()
+        self._cache.clear()
+        self._released = True
+        if had_arrow:
+            import_pyarrow().default_memory_pool().release_unused()  # mimalloc keeps freed pages otherwise
+
     def arrow_batches(self) -> list[pa.RecordBatch]:
         """All rows as Arrow batches (the tail converted on the fly)."""
         return [*self.batches, self.tail.to_arrow()] if len(self.tail) else list(self.batches)
@@ -313,6 +328,8 @@ class ColumnarRecords(RecordBatch):
         return ips
 
     def _column(self, name: str) -> list[Any]:
+        if self.__dict__.get("_released"):
+            raise RuntimeError("these records were written to the store and released; read them from the database")
         cached = self._cache.get(name)
         if cached is None:
             cached = []

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -97,10 +98,15 @@ def with_ip_facts(parsed: Parsed) -> Parsed:
     item = parsed.item
     if item is not None and item.report is not None and len(item.report.records):
         from dmarclens.enrich.offline import shared_enricher
+        from dmarclens.fastparse import import_pyarrow
         from dmarclens.store import write
 
         ips = sorted(write.source_ips(item.report.records))
-        parsed.ip_facts = write.ip_facts_table(ips, shared_enricher())
+        enricher = shared_enricher()
+        # In slices: 50,000 fact objects at once would be the child's peak.
+        tables = [write.ip_facts_table(ips[i: i + write.IP_SLICE], enricher)
+                  for i in range(0, len(ips), write.IP_SLICE)]
+        parsed.ip_facts = tables[0] if len(tables) == 1 else import_pyarrow().concat_tables(tables)
     return parsed
 
 
@@ -113,12 +119,13 @@ def _isolated(raw: RawItem) -> Parsed:
     except ValueError:
         return parse_raw(raw)
     receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_isolated_child, args=(raw, sender))  # not daemonic: it forks parts
+    box = [raw]  # the child pops it, so its copy of the bytes dies with the parse
+    proc = ctx.Process(target=_isolated_child, args=(box, sender))  # not daemonic: it forks parts
     proc.start()
     sender.close()
     try:
-        result = receiver.recv()
-    except EOFError:
+        result = _receive(receiver)
+    except (EOFError, OSError, pickle.UnpicklingError):
         result = None
     finally:
         receiver.close()
@@ -129,17 +136,35 @@ def _isolated(raw: RawItem) -> Parsed:
     return result
 
 
-def _isolated_child(raw: RawItem, sender: Any) -> None:
+def _isolated_child(box: list[RawItem], sender: Any) -> None:
     from dmarclens.pipeline import parse_raw
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parsed = with_ip_facts(parse_raw(raw))
+    parsed = parse_raw(box.pop())
+    parsed = with_ip_facts(parsed)
     if parsed.item is not None and parsed.item.report is not None:
         seal = getattr(parsed.item.report.records, "seal", None)
         if seal is not None:
             seal()
-    sender.send(parsed)
+    _send(sender, parsed)
     sender.close()
+
+
+def _send(sender: Any, obj: Any) -> None:
+    """Pickle with out-of-band buffers: Arrow data goes down the pipe straight
+    from its own memory instead of being copied into one big pickle first."""
+    buffers: list[pickle.PickleBuffer] = []
+    payload = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    sender.send(len(buffers))
+    sender.send_bytes(payload)
+    for buf in buffers:
+        sender.send_bytes(buf.raw())
+
+
+def _receive(receiver: Any) -> Any:
+    count = receiver.recv()
+    payload = receiver.recv_bytes()
+    return pickle.loads(payload, buffers=[receiver.recv_bytes() for _ in range(count)])
 
 
 def _pooled(items: Iterator[RawItem], workers: int) -> Iterator[Parsed]:

@@ -248,10 +248,17 @@ class Ingestor:
                         ips.update(write.source_ips(report.records))
             results.append(res)
         write.insert_reports(con, to_store, run_id=self.run_id)  # one bulk write per batch
+        for stored_report in to_store:  # the rows are in DuckDB now; do not hold them twice
+            release = getattr(stored_report.report.records, "release", None)
+            if release is not None:
+                release()
         # Before the rollup: a report for someone else's domain must never reach it.
         security.store_trust(con, trust)
         if ips or facts:
             write.upsert_ip_facts(con, ips, shared_enricher, facts=facts)
+            for p in pending:
+                p.ip_facts = None
+            del facts
         rollups.add_for_reports(con, [r.report_key for r in results if r.outcome == "stored" and r.report_key])
         write.insert_items(con, self.run_id, results)
         return results

@@ -331,6 +331,7 @@ def upsert_ip_facts(
         finally:
             con.unregister("_dl_given_facts")
         del given
+        pa.default_memory_pool().release_unused()
     ip_list = list(ips)  # IPs the given facts do not cover are dropped by the anti-join below
     if not ip_list:
         return added
