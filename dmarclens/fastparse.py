@@ -31,6 +31,7 @@ import gc
 import importlib.util
 import logging
 import os
+import pickle
 import re
 import socket
 import sys
@@ -687,8 +688,8 @@ def _parse_split(xml: bytes, xml_namespace: str | None, head_end: int, n: int, c
         outcomes: list[Any] = [own]
         for proc, receiver in children:
             try:
-                outcomes.append(receiver.recv())
-            except EOFError:
+                outcomes.append(receive_pickled(receiver))
+            except (EOFError, OSError, pickle.UnpicklingError):
                 outcomes.append(_SplitFailed(f"part process exited with {proc.exitcode}"))
     finally:
         for proc, receiver in children:
@@ -748,8 +749,30 @@ def _part_child(xml: bytes, first: int, start: int, stop: int | None, xml_namesp
         result = _SplitFailed(f"part declined: {e}")
     except Exception as e:  # noqa: BLE001 - reported to the parent, which parses in one piece
         result = _SplitFailed(f"part failed: {type(e).__name__}: {e}")
-    sender.send(result)
+    send_pickled(sender, result)
     sender.close()
+
+
+def send_pickled(sender: Any, obj: Any) -> None:
+    """Send ``obj`` down a multiprocessing pipe with out-of-band buffers.
+
+    Arrow data goes straight from its own memory into the pipe instead of
+    being copied into one big pickle first, which for a big report would be
+    the sending process's memory peak.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    payload = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    sender.send(len(buffers))
+    sender.send_bytes(payload)
+    for buf in buffers:
+        sender.send_bytes(buf.raw())
+
+
+def receive_pickled(receiver: Any) -> Any:
+    """The other end of ``send_pickled``."""
+    count = receiver.recv()
+    payload = receiver.recv_bytes()
+    return pickle.loads(payload, buffers=[receiver.recv_bytes() for _ in range(count)])
 
 
 @dataclass

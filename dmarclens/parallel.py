@@ -83,8 +83,10 @@ def parse_all(raws: Iterable[RawItem], *, workers: int | None = 1) -> Iterator[P
     if len(head) < POOL_MIN_ITEMS:
         head.reverse()
         while head:
-            raw = head.pop()  # no reference kept: a 30 MB item is freed once parsed
-            yield _isolated(raw) if len(raw.data) >= BIG_ITEM_BYTES else parse_raw(raw)
+            raw = head.pop()
+            parsed = _isolated(raw) if len(raw.data) >= BIG_ITEM_BYTES else parse_raw(raw)
+            del raw  # the writer may flush while we are suspended here: do not pin 100 MB of XML
+            yield parsed
         return
     yield from _pooled(chain(head, items), n)
 
@@ -112,6 +114,7 @@ def with_ip_facts(parsed: Parsed) -> Parsed:
 
 def _isolated(raw: RawItem) -> Parsed:
     """Parse one big item in a forked child and take back only its result."""
+    from dmarclens.fastparse import receive_pickled
     from dmarclens.pipeline import parse_raw
 
     try:
@@ -124,7 +127,7 @@ def _isolated(raw: RawItem) -> Parsed:
     proc.start()
     sender.close()
     try:
-        result = _receive(receiver)
+        result = receive_pickled(receiver)
     except (EOFError, OSError, pickle.UnpicklingError):
         result = None
     finally:
@@ -137,6 +140,7 @@ def _isolated(raw: RawItem) -> Parsed:
 
 
 def _isolated_child(box: list[RawItem], sender: Any) -> None:
+    from dmarclens.fastparse import send_pickled
     from dmarclens.pipeline import parse_raw
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -146,25 +150,8 @@ def _isolated_child(box: list[RawItem], sender: Any) -> None:
         seal = getattr(parsed.item.report.records, "seal", None)
         if seal is not None:
             seal()
-    _send(sender, parsed)
+    send_pickled(sender, parsed)
     sender.close()
-
-
-def _send(sender: Any, obj: Any) -> None:
-    """Pickle with out-of-band buffers: Arrow data goes down the pipe straight
-    from its own memory instead of being copied into one big pickle first."""
-    buffers: list[pickle.PickleBuffer] = []
-    payload = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    sender.send(len(buffers))
-    sender.send_bytes(payload)
-    for buf in buffers:
-        sender.send_bytes(buf.raw())
-
-
-def _receive(receiver: Any) -> Any:
-    count = receiver.recv()
-    payload = receiver.recv_bytes()
-    return pickle.loads(payload, buffers=[receiver.recv_bytes() for _ in range(count)])
 
 
 def _pooled(items: Iterator[RawItem], workers: int) -> Iterator[Parsed]:
