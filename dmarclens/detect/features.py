@@ -252,6 +252,7 @@ def build(
     params: Params | None = None,
     extra_authorized: list[tuple[str, str]] | None = None,
     authorize_fn: Callable[[pd.DataFrame], list[tuple[str, str]]] | None = None,
+    contract_rows: bool = True,
 ) -> Features:
     """All feature frames for judging the days in [since, until] (defaults: all judgeable days)."""
     import pandas as pd
@@ -353,7 +354,7 @@ def build(
     regression = _regression(con, p, eval_start, eval_end)
     audience_org, audience_to = _audience(con, p, eval_start, eval_end)
     lookalikes = _lookalikes(con, p, eval_start, eval_end)
-    contract_rows = _df(
+    contract = pd.DataFrame() if not contract_rows else _df(
         con,
         """SELECT domain, day, service, env_from, dkim_domain, dkim_selector, header_from,
                   sum(msgs) AS msgs
@@ -363,7 +364,7 @@ def build(
     )
     return Features(
         eval_start, eval_end, first, last, domains, services, volume, spoof, ranges, identifiers,
-        regression, audience_org, audience_to, lookalikes, contract_rows,
+        regression, audience_org, audience_to, lookalikes, contract,
     )
 
 

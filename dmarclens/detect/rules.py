@@ -196,8 +196,15 @@ def flag_volume(volume: pd.DataFrame, params: Params) -> pd.DataFrame:
     return df
 
 
+def flagged_volume(features: Features, params: Params) -> pd.DataFrame:
+    """``flag_volume`` of the features' volume frame, computed once per run."""
+    if "flagged_volume" not in features.extra:
+        features.extra["flagged_volume"] = flag_volume(features.volume, params)
+    return features.extra["flagged_volume"]
+
+
 def volume_findings(features: Features, params: Params) -> list[Finding]:
-    df = flag_volume(features.volume, params)
+    df = flagged_volume(features, params)
     if df.empty:
         return []
     out: list[Finding] = []
@@ -237,7 +244,7 @@ def _service_asn(features: Features, domain: str, service: str) -> int | None:
 
 def _service_context(features: Features, params: Params) -> pd.DataFrame:
     """Per domain, service, day: baseline and excess of the service's passing mail (for additivity)."""
-    df = flag_volume(features.volume, params)
+    df = flagged_volume(features, params)
     if df.empty:
         return df
     return df[["domain", "service", "day", "obs", "exp", "sigma", "excess", "z", "flag"]]

@@ -25,7 +25,7 @@ from typing import Any
 from dmarclens.detect import contract as contract_mod
 from dmarclens.detect import features as feat
 from dmarclens.detect import rules
-from dmarclens.detect.model import RANK, Anomaly, identity_key
+from dmarclens.detect.model import RANK, Anomaly
 from dmarclens.store import db as dbmod
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ def score(
         def authorize_fn(pairs: Any) -> list[tuple[str, str]]:
             return contract_mod.authorized_services(contract, pairs)
 
-    f = feat.build(con, since, until, p, extra_authorized=extra_authorized, authorize_fn=authorize_fn)
+    f = feat.build(con, since, until, p, extra_authorized=extra_authorized, authorize_fn=authorize_fn,
+                   contract_rows=contract is not None)
     if f.empty:
         return []
     found: list[rules.Finding] = []
@@ -143,7 +144,7 @@ def store(con: Any, found: list[Anomaly], run_id: str) -> list[Anomaly]:
     index: dict[tuple[str, str, str], list[tuple[str, date, date]]] = {}
     for aid, kind, domain, ikey, first, last in existing:
         index.setdefault((kind, domain, ikey), []).append((aid, first, last))
-    now = dbmod_now()
+    now = _now()
     out: list[Anomaly] = []
     seen: set[str] = set()
     for a in found:
@@ -212,7 +213,7 @@ def store(con: Any, found: list[Anomaly], run_id: str) -> list[Anomaly]:
     return out
 
 
-def dbmod_now() -> Any:
+def _now() -> Any:
     from dmarclens.store.write import now_utc
 
     return now_utc()
@@ -240,7 +241,7 @@ def detect_and_store(
     # 1. bring the schema up to date and read the acknowledgements (short write open).
     with dbmod.open_db(db_path, lock_timeout=lock_timeout) as con:
         extra = acked_services(con)
-        started_at = dbmod_now()
+        started_at = _now()
     # 2. the heavy part on a read-only connection.
     with dbmod.open_db(db_path, read_only=True, lock_timeout=lock_timeout) as con:
         data_last = con.execute("SELECT max(day) FROM records").fetchone()[0]
@@ -252,7 +253,7 @@ def detect_and_store(
             stored = store(con, found, run_id)
             con.execute(
                 "INSERT INTO detect_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [run_id, started_at, dbmod_now(), since, until, data_last, len(stored),
+                [run_id, started_at, _now(), since, until, data_last, len(stored),
                  sum(1 for a in stored if a.new), time.monotonic() - started, __version__],
             )
             con.execute("COMMIT")
@@ -300,4 +301,4 @@ def load_anomalies(con: Any, *, since: date | None = None, until: date | None = 
     return out
 
 
-__all__ = ["detect_and_store", "load_anomalies", "score", "store", "identity_key"]
+__all__ = ["detect_and_store", "load_anomalies", "score", "store"]
