@@ -134,7 +134,7 @@ def unit_sql(where: str, *, with_ip: bool = False) -> str:
     return f"""
     SELECT p.domain, r.day, CASE WHEN p.span_seconds > 129600 THEN p.last_day ELSE r.day END AS nday,
            p.span_seconds > 129600 AS multi, p.org, {ip_cols}
-           coalesce(i.service, 'Unknown network') AS service, i.asn,
+           coalesce(i.service, 'Unknown network') AS service,
            coalesce(r.envelope_from, r.spf[1].domain, '') AS env_from,
            coalesce(r.header_from, p.domain) AS header_from,
            hash(r.dkim) AS dkh,
@@ -311,8 +311,7 @@ def build(
                    coalesce(sum(msgs) FILTER (WHERE NOT relayed), 0) AS direct,
                    coalesce(sum(msgs) FILTER (WHERE NOT relayed AND dmarc_pass), 0) AS direct_pass,
                    coalesce(sum(msgs) FILTER (WHERE NOT relayed AND NOT dmarc_pass), 0) AS direct_fail,
-                   coalesce(sum(msgs) FILTER (WHERE relayed), 0) AS relayed,
-                   arg_max(asn, msgs) AS asn
+                   coalesce(sum(msgs) FILTER (WHERE relayed), 0) AS relayed
             FROM det_x GROUP BY ALL
         ), w AS (
             SELECT d.*,
@@ -323,6 +322,8 @@ def build(
             FROM d
             WINDOW before AS (PARTITION BY domain, service ORDER BY day
                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+        ), sa AS (
+            SELECT service, mode(asn) AS asn FROM det_ip GROUP BY ALL
         ), nov AS (
             SELECT domain, service, min(nday) AS first_day FROM det_x GROUP BY ALL
         ), act AS (
@@ -330,12 +331,13 @@ def build(
                    lag(day) OVER (PARTITION BY domain, service ORDER BY day) AS prev_direct_day
             FROM d WHERE direct > 0
         )
-        SELECT w.*, nov.first_day, act.prev_direct_day,
+        SELECT w.*, sa.asn, nov.first_day, act.prev_direct_day,
                (w.pass_days_before >= {p.authorized_days} AND w.pass_before >= {p.authorized_messages}
                 AND w.pass_before >= 0.5 * w.direct_before)
                OR EXISTS (SELECT 1 FROM det_auth a WHERE a.domain = w.domain AND a.service = w.service)
                    AS authorized
-        FROM w JOIN nov USING (domain, service) LEFT JOIN act USING (domain, service, day)"""
+        FROM w JOIN nov USING (domain, service) LEFT JOIN act USING (domain, service, day)
+        LEFT JOIN sa USING (service)"""
     )
     services = _df(con, "SELECT * FROM det_svc WHERE day BETWEEN ? AND ?", [eval_start, eval_end])
 
