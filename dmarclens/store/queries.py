@@ -988,6 +988,20 @@ def trusted_report_keys_sql(con: duckdb.DuckDBPyConnection, *, ignore_unverified
     )
 
 
+def counted_reports(con: duckdb.DuckDBPyConnection, *, ignore_unverified: bool = False) -> str:
+    """A FROM-clause stand-in for ``reports`` holding only the reports that count.
+
+    Drop-in for queries that read ``reports`` directly (domain lists, report
+    lists, reporter counts): ``f"SELECT ... FROM {counted_reports(con)} WHERE ..."``.
+    Reports stored apart as not the owner's are left out, and with
+    ``ignore_unverified`` also those whose mail failed authentication.
+    """
+    keys = trusted_report_keys_sql(con, ignore_unverified=ignore_unverified)
+    if keys == "SELECT report_key FROM reports":
+        return "reports"
+    return f"(SELECT * FROM reports WHERE report_key IN ({keys})) AS reports"
+
+
 def report_trust_summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Counts of reports per mail verdict, plus how many are hidden as not the owner's."""
     out = {"verified": 0, "unverified": 0, "not_mail": 0, "not_checked": 0, "hidden": 0}

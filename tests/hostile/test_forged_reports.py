@@ -220,6 +220,10 @@ def test_query_layer_lists_hidden_and_unverified_reports(tmp_path: Path, dns_ser
         keys_sql = queries.trusted_report_keys_sql(con, ignore_unverified=True)
         kept = {r for (r,) in con.execute(f"SELECT report_id FROM reports WHERE report_key IN ({keys_sql})").fetchall()}
         assert kept == {"mine"}
+        listed = con.execute(f"SELECT DISTINCT domain FROM {queries.counted_reports(con)} ORDER BY 1").fetchall()
+        assert listed == [(OWNED,)]  # the domain selector would not offer other.example
+        assert {r for (r,) in con.execute(f"SELECT report_id FROM {queries.counted_reports(con, ignore_unverified=True)}"
+                                          ).fetchall()} == {"mine"}
     finally:
         con.close()
 
