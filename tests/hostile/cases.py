@@ -421,6 +421,8 @@ CASES: list[Case] = [
          "org_name", "no org_name in a file (no mail sender to fall back on): refused"),
     Case("missing-report-id.xml", lambda _r: xml("norid").replace(b"<report_id>norid</report_id>", b""),
          "rejected", "report_id", "no report_id: refused (it is half of the report's identity)"),
+    Case("empty-reason.xml", lambda _r: render_report(spec("emptyreason").with_quirks(empty_reason=True)), "stored",
+         None, "an empty <reason/> (seen in the wild): removed before parsing so parsedmarc keeps the record"),
     Case("unknown-namespace.xml", lambda _r: replace_once(xml("ns"), b"<feedback>", b'<feedback xmlns="urn:x:evil">'),
          "stored", None, "an unknown namespace: stored; the namespace is recorded in reports.xml_namespace"),
     Case("conflict-a.xml", lambda _r: xml("conflict"), "stored", None, "first copy of a report id: stored"),

@@ -171,7 +171,8 @@ def test_repairs_keep_the_good_part_of_the_report(batch: Batch) -> None:
     # the unreadable record is skipped, the other one stored
     assert rows(batch.db, "SELECT source_ip, count FROM records r JOIN reports p USING (report_key) "
                           "WHERE p.report_id = 'badip'") == [("40.107.22.12", 5)]
-    for rid in ("utf16", "cp1252", "nested1", "ns", "fwd2"):
+    assert rows(batch.db, "SELECT record_count FROM reports WHERE report_id = 'emptyreason'") == [(2,)]
+    for rid in ("utf16", "cp1252", "nested1", "ns", "fwd2", "emptyreason"):
         assert rows(batch.db, "SELECT message_count FROM reports WHERE report_id = ?", [rid]) == [(127,)], rid
     assert rows(batch.db, "SELECT xml_namespace FROM reports WHERE report_id = 'ns'") == [("urn:x:evil",)]
 
