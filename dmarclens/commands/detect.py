@@ -71,8 +71,12 @@ def render_table(anomalies: list[Anomaly]) -> str:
 @click.option("--min-severity", type=SEVERITY_CHOICE, default="info", show_default=True,
               help="Print only anomalies at or above this severity (all are stored).")
 @click.option("--include-acknowledged", is_flag=True, help="Also print anomalies already acknowledged.")
+@click.option("--ignore-unverified", is_flag=True, default=None,
+              help="Leave out reports whose mail did not authenticate as their reporter "
+                   "([detect] ignore_unverified; docs/security.md).")
 def detect(db: str | None, config: str | None, since: date | None, until: date | None, fmt: str,
-           senders: str | None, min_severity: str, include_acknowledged: bool) -> None:
+           senders: str | None, min_severity: str, include_acknowledged: bool,
+           ignore_unverified: bool | None) -> None:
     """Find anomalous sending sources and store them in the anomalies table.
 
     Judges every report day after a domain's first 14 days (or --since ..
@@ -89,6 +93,7 @@ def detect(db: str | None, config: str | None, since: date | None, until: date |
       dmarclens detect --db reports.duckdb
       dmarclens detect --since 2026-10-01 --format json --min-severity medium
       dmarclens detect --senders senders.toml
+      dmarclens detect --ignore-unverified
     """
     from dmarclens.config import load_settings
     from dmarclens.detect.model import RANK
@@ -97,9 +102,15 @@ def detect(db: str | None, config: str | None, since: date | None, until: date |
     settings = run_guarded(load_settings, config=config, db=db)
     if not settings.db.exists():
         fail(f"database {settings.db}: not found (run `dmarclens ingest PATH --db {settings.db}` first)")
-    contract = senders or (settings.raw.get("detect", {}) or {}).get("senders")
+    detect_cfg = settings.raw.get("detect", {}) or {}
+    contract = senders or detect_cfg.get("senders")
+    params = None
+    if ignore_unverified or (ignore_unverified is None and detect_cfg.get("ignore_unverified")):
+        from dmarclens.detect.features import Params
+
+        params = Params(ignore_unverified=True)
     found = run_guarded(detect_and_store, settings.db, since, until, contract_path=contract,
-                        lock_timeout=settings.lock_timeout)
+                        lock_timeout=settings.lock_timeout, params=params)
     shown = [a for a in found if a.severity_rank >= RANK[min_severity]
              and (include_acknowledged or a.status != "acknowledged")]
     if fmt == "json":

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from dmarclens.store.queries import range_expr
+from dmarclens.store.queries import range_expr, trusted_report_keys_sql
 
 if TYPE_CHECKING:
     import duckdb
@@ -79,6 +79,8 @@ class Params:
     audience_min_pass: int = 50
     envelope_to_min_new: int = 5
     dormant_min_messages: int = 20
+    # forged-report defence: leave out reports whose mail failed authentication (docs/security.md)
+    ignore_unverified: bool = False
 
 
 @dataclass
@@ -153,24 +155,45 @@ FORWARD_SQL = (
 )
 
 
-def passing_detail_sql(where: str) -> str:
-    """Passing mail per range and per envelope_to domain (one scan, two grouping sets).
-
-    No reporter column: ranges and recipient domains are judged over all
-    reporters together, which keeps this table small.
-    """
+def _passing_rows_sql(where: str) -> str:
+    """Passing records with the columns the range and recipient questions need."""
     return f"""
-    SELECT domain, day, nday, service, ip_range, env_to, dkh, fwd_reason, spf_aligned, sum(n)::BIGINT AS msgs
-    FROM (
         SELECT p.domain, r.day, CASE WHEN p.span_seconds > 129600 THEN p.last_day ELSE r.day END AS nday,
                coalesce(i.service, 'Unknown network') AS service,
                coalesce(i.ip_range, r.source_ip) AS ip_range, r.envelope_to AS env_to,
                hash(r.dkim) AS dkh, {FORWARD_SQL} AS fwd_reason, r.spf_aligned, r.count AS n
         FROM records r JOIN det_rep p USING (report_key) LEFT JOIN det_ip i ON i.ip = r.source_ip
         WHERE r.dmarc_pass AND {where}
-    )
-    GROUP BY GROUPING SETS ((domain, day, nday, service, ip_range, dkh, fwd_reason, spf_aligned),
+    """
+
+
+def passing_detail_sql(where: str) -> str:
+    """Passing mail in one scan, two grouping sets (no reporter column: judged over all reporters).
+
+    * per range, *without* the day: the first day each /24 or /48 sent
+      passing mail (``first_nday``) -- all history collapses to a few
+      thousand rows; the days of the few ranges that are new are read again
+      afterwards (``range_days_sql``);
+    * per envelope_to domain and day (only one receiver family fills it).
+    """
+    return f"""
+    SELECT domain, day, nday, service, ip_range, env_to, dkh, fwd_reason, spf_aligned,
+           sum(n)::BIGINT AS msgs, min(nday) AS first_nday
+    FROM ({_passing_rows_sql(where)})
+    GROUP BY GROUPING SETS ((domain, service, ip_range, dkh, fwd_reason, spf_aligned),
                             (domain, day, nday, service, env_to, dkh, fwd_reason, spf_aligned))
+    """
+
+
+def range_days_sql(where: str) -> str:
+    """Daily passing mail of the candidate new ranges (``det_rcand``), over their first days."""
+    return f"""
+    SELECT domain, day, nday, service, ip_range, NULL::VARCHAR AS env_to, dkh, fwd_reason, spf_aligned,
+           sum(n)::BIGINT AS msgs, NULL::DATE AS first_nday
+    FROM ({_passing_rows_sql(where + " AND r.source_ip IN (SELECT ip FROM det_rcand_ip)")}) x
+    SEMI JOIN det_rcand c ON c.domain = x.domain AND c.ip_range = x.ip_range
+                         AND x.day BETWEEN c.first_day AND c.first_day + c.span
+    GROUP BY ALL
     """
 
 
@@ -221,8 +244,13 @@ def _df(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = Non
     return con.execute(sql, params or []).df()
 
 
-def prepare(con: duckdb.DuckDBPyConnection, extra_authorized: list[tuple[str, str]] | None = None) -> None:
-    """Temp tables every later query joins: IP facts, de-duplicated reports, extra authorizations."""
+def prepare(con: duckdb.DuckDBPyConnection, extra_authorized: list[tuple[str, str]] | None = None, *,
+            ignore_unverified: bool = False) -> None:
+    """Temp tables every later query joins: IP facts, de-duplicated reports, extra authorizations.
+
+    ``ignore_unverified`` keeps reports whose mail failed authentication out of
+    det_rep, and so out of every unit row (a forged report must not steer).
+    """
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE det_ip AS
             SELECT ip, coalesce(nullif(service_name, ''), nullif(as_name, ''), 'Unknown network') AS service,
@@ -231,11 +259,13 @@ def prepare(con: duckdb.DuckDBPyConnection, extra_authorized: list[tuple[str, st
     )
     # A report re-sent under a new report id (same reporter, domain, interval and
     # counts) is the same report; ingest only removes same-id copies.
+    trusted = trusted_report_keys_sql(con, ignore_unverified=ignore_unverified)
     con.execute(
-        """CREATE OR REPLACE TEMP TABLE det_rep AS
+        f"""CREATE OR REPLACE TEMP TABLE det_rep AS
            SELECT report_key, org_name AS org, domain, report_id, p AS policy_p, begin_ts, span_seconds,
                   DATE '1970-01-01' + CAST(floor((epoch(end_ts) - 1) / 86400) AS INTEGER) AS last_day
            FROM reports
+           WHERE report_key IN ({trusted})
            QUALIFY row_number() OVER (
                PARTITION BY lower(org_name), domain, begin_ts, end_ts, message_count, record_count
                ORDER BY ingested_at, report_key) = 1"""
@@ -259,7 +289,7 @@ def build(
 
     p = params or Params()
     con.execute("PRAGMA disable_progress_bar")
-    prepare(con, extra_authorized)
+    prepare(con, extra_authorized, ignore_unverified=p.ignore_unverified)
     first, last = con.execute("SELECT min(day), max(day) FROM records").fetchone() or (None, None)
     if first is None:
         empty = pd.DataFrame()
@@ -290,6 +320,28 @@ def build(
             SELECT * FROM ({classified_sql(passing_detail_sql('r.day <= ?'))}) WHERE NOT relayed""",
         [upto],
     )
+    # First day each range sent direct passing mail; the new ones get their days read again.
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE det_rfirst AS
+           SELECT domain, ip_range, min(first_nday) AS first_day FROM det_v
+           WHERE ip_range IS NOT NULL AND day IS NULL GROUP BY ALL"""
+    )
+    con.execute("DELETE FROM det_v WHERE day IS NULL")
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE det_rcand AS
+            SELECT domain, ip_range, first_day, {p.newness_days - 1} AS span FROM det_rfirst
+            WHERE first_day BETWEEN ? AND ?""",
+        [eval_start, eval_end],
+    )
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE det_rcand_ip AS
+           SELECT DISTINCT i.ip FROM det_ip i JOIN (SELECT DISTINCT ip_range FROM det_rcand) c USING (ip_range)"""
+    )
+    if con.execute("SELECT count(*) FROM det_rcand").fetchone()[0]:
+        con.execute(
+            f"""INSERT INTO det_v SELECT * FROM ({classified_sql(range_days_sql('r.day <= ?'))}) WHERE NOT relayed""",
+            [upto],
+        )
     if authorize_fn is not None:
         pairs = authorize_fn(_df(con, "SELECT DISTINCT domain, service FROM det_x"))
         if pairs:
@@ -491,9 +543,7 @@ def _ranges(con: duckdb.DuckDBPyConnection, p: Params, start: date, end: date) -
                 SELECT domain, service, ip_range, day, sum(msgs) AS dp, sum(msgs) AS direct,
                        coalesce(sum(msgs) FILTER (WHERE spf_aligned), 0) AS dp_spf
                 FROM det_v WHERE ip_range IS NOT NULL GROUP BY ALL
-            ), f AS (
-                SELECT domain, ip_range, min(nday) AS first_day FROM det_v WHERE ip_range IS NOT NULL GROUP BY ALL
-            )
+            ), f AS (SELECT domain, ip_range, first_day FROM det_rfirst)
             SELECT r.domain, r.service, r.ip_range, r.day, f.first_day,
                    coalesce(r.dp, 0) AS dp, coalesce(r.direct, 0) AS direct, coalesce(r.dp_spf, 0) AS dp_spf,
                    s.authorized AS service_authorized, s.first_day AS service_first_day

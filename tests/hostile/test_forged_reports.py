@@ -227,3 +227,37 @@ def test_query_layer_lists_hidden_and_unverified_reports(tmp_path: Path, dns_ser
     finally:
         con.close()
 
+
+
+def test_detection_can_be_told_to_ignore_unverified_reports(sample_db: Path, tmp_path: Path) -> None:
+    """A forged report (unsigned mail claiming to be Google's) plants a spoofing burst on the last
+    day; detection flags it, unless told to ignore unverified reports."""
+    import shutil
+    from datetime import UTC, datetime
+
+    from dmarclens.generator import RecordSpec, SpfAuth
+
+    [(last_day,)] = rows(sample_db, "SELECT max(day) FROM records")
+    begin = int(datetime(last_day.year, last_day.month, last_day.day, tzinfo=UTC).timestamp())
+    spoof_ip = "198.51.100.78"
+    records = [RecordSpec(source_ip=spoof_ip, count=9000, header_from=OWNED, dkim_eval="fail", spf_eval="fail",
+                          envelope_from="spoof.example", spf=(SpfAuth("spoof.example", "fail"),))]
+    s = spec("forged-burst", begin=begin, records=records)
+    mail = tmp_path / "forged.eml"
+    mail.write_bytes(report_email([attachment_for(s, render_report(s), "gzip")], meta("forged-burst")))
+    assert ingest(mail.parent, sample_db, clean_env())["stored"] == 1
+    assert rows(sample_db, "SELECT mail_auth FROM v_report_trust WHERE report_id = 'forged-burst'") == [
+        ("unverified",)]
+    plain, strict = tmp_path / "plain.duckdb", tmp_path / "strict.duckdb"
+    shutil.copy(sample_db, plain)
+    shutil.copy(sample_db, strict)
+
+    for db, extra in ((plain, []), (strict, ["--ignore-unverified"])):
+        run = run_measured(["detect", "--db", str(db), *extra], cwd=tmp_path, env=clean_env())
+        assert run.returncode == 0, run.stderr
+
+    def flagged(db: Path) -> set[str]:
+        return {ip for (ips,) in rows(db, "SELECT ips FROM anomalies") for ip in ips or []}
+
+    assert spoof_ip in flagged(plain)
+    assert spoof_ip not in flagged(strict)
