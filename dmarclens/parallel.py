@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from itertools import chain, islice
@@ -92,24 +93,41 @@ def parse_all(raws: Iterable[RawItem], *, workers: int | None = 1) -> Iterator[P
 
 
 def with_ip_facts(parsed: Parsed) -> Parsed:
-    """Look up the offline facts of a parsed report's IPs (in a worker).
-
-    Done where the report was parsed, the lookups run in parallel and the
-    writer only inserts the IPs it does not know yet.
-    """
+    """Look up the offline facts of a parsed report's IPs (in the child that
+    parsed a big report): the writer then only inserts the IPs it lacks and
+    never opens the IP database or holds its pages."""
     item = parsed.item
     if item is not None and item.report is not None and len(item.report.records):
-        from dmarclens.enrich.offline import shared_enricher
-        from dmarclens.fastparse import import_pyarrow
         from dmarclens.store import write
 
-        ips = sorted(write.source_ips(item.report.records))
-        enricher = shared_enricher()
-        # In slices: 50,000 fact objects at once would be the child's peak.
-        tables = [write.ip_facts_table(ips[i: i + write.IP_SLICE], enricher)
-                  for i in range(0, len(ips), write.IP_SLICE)]
-        parsed.ip_facts = tables[0] if len(tables) == 1 else import_pyarrow().concat_tables(tables)
+        parsed.ip_facts = _facts(sorted(write.source_ips(item.report.records)))
     return parsed
+
+
+FACTS_SPLIT_MIN = 20_000
+"""From this many IPs on, a big report's lookups are shared with a helper process."""
+
+
+def _facts(ips: list[str]) -> Any:
+    """Facts for ``ips``, looked up in slices (50,000 fact objects at once
+    would be the process's memory peak)."""
+    from dmarclens.enrich.offline import shared_enricher
+    from dmarclens.fastparse import import_pyarrow
+    from dmarclens.store import write
+
+    enricher = shared_enricher()
+    tables = [write.ip_facts_table(ips[i: i + write.IP_SLICE], enricher) for i in range(0, len(ips), write.IP_SLICE)]
+    if not tables:
+        return write.ip_facts_table([], enricher)
+    return tables[0] if len(tables) == 1 else import_pyarrow().concat_tables(tables)
+
+
+def _facts_helper(ips: list[str], sender: Any) -> None:
+    from dmarclens.fastparse import send_pickled
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    send_pickled(sender, _facts(ips))
+    sender.close()
 
 
 def _isolated(raw: RawItem) -> Parsed:
@@ -140,16 +158,47 @@ def _isolated(raw: RawItem) -> Parsed:
 
 
 def _isolated_child(box: list[RawItem], sender: Any) -> None:
-    from dmarclens.fastparse import send_pickled
-    from dmarclens.pipeline import parse_raw
+    """Parse, then use both cores for what follows the parse: half the IP
+    lookups in a forked helper, the other half here, and gzip + hash of the
+    XML on a thread (zlib and hashlib run without the GIL)."""
+    from dmarclens.fastparse import import_pyarrow, receive_pickled, send_pickled
+    from dmarclens.pipeline import pack_xml, parse_raw
+    from dmarclens.store import write
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parsed = parse_raw(box.pop())
-    parsed = with_ip_facts(parsed)
-    if parsed.item is not None and parsed.item.report is not None:
-        seal = getattr(parsed.item.report.records, "seal", None)
+    parsed = parse_raw(box.pop(), pack=False)
+    item = parsed.item
+    if item is not None and item.report is not None:
+        ips = sorted(write.source_ips(item.report.records)) if len(item.report.records) else []
+        half = len(ips) // 2 if len(ips) >= FACTS_SPLIT_MIN else len(ips)
+        helper = None
+        if half < len(ips):  # fork before the packing thread starts
+            ctx = multiprocessing.get_context("fork")
+            receiver, helper_sender = ctx.Pipe(duplex=False)
+            helper = ctx.Process(target=_facts_helper, args=(ips[half:], helper_sender), daemon=True)
+            helper.start()
+            helper_sender.close()
+        packer = threading.Thread(target=pack_xml, args=(parsed,)) if item.raw_xml is not None else None
+        if packer is not None:
+            packer.start()
+        tables = [_facts(ips[:half])] if ips else []
+        if helper is not None:
+            try:
+                tables.append(receive_pickled(receiver))
+            except (EOFError, OSError, pickle.UnpicklingError):
+                tables.append(_facts(ips[half:]))
+            finally:
+                receiver.close()
+                helper.join()
+        if tables:
+            parsed.ip_facts = tables[0] if len(tables) == 1 else import_pyarrow().concat_tables(tables)
+        if packer is not None:
+            packer.join()
+        seal = getattr(item.report.records, "seal", None)
         if seal is not None:
             seal()
+    elif item is not None and item.raw_xml is not None:
+        pack_xml(parsed)
     send_pickled(sender, parsed)
     sender.close()
 
@@ -201,6 +250,9 @@ def _init_worker() -> None:
 
 
 def _parse_chunk(chunk: list[RawItem]) -> list[Parsed]:
+    # No IP lookups here: small reports repeat the same senders, so the
+    # writer's anti-join leaves few IPs to look up, while facts for every
+    # report cost more to look up, pickle and unpickle than they save.
     from dmarclens.pipeline import parse_raw
 
-    return [with_ip_facts(parse_raw(raw)) for raw in chunk]
+    return [parse_raw(raw) for raw in chunk]

@@ -44,30 +44,31 @@ class Parsed:
     error: str | None = None
     sha256: str | None = None  # of the raw bytes, kept after they are dropped
     size_bytes: int | None = None
-    raw_gz: bytes | None = None  # the report XML gzipped for report_raw (see _pack_xml)
+    raw_gz: bytes | None = None  # the report XML gzipped for report_raw (see pack_xml)
     raw_sha256: str | None = None  # of the report XML
     ip_facts: Any = None  # Arrow table of offline IP facts, when a parse worker looked them up
 
 
-def parse_raw(raw: RawItem) -> Parsed:
+def parse_raw(raw: RawItem, *, pack: bool = True) -> Parsed:
     """Pure: bytes in, parsed report or reason out. Safe to run in a worker process.
 
     The raw bytes are dropped once parsed (their hash and size are kept): a
     batch holds up to hundreds of items until its commit, and keeping every
     zip member or mail part alive until then would let one hostile archive
-    hold gigabytes.
+    hold gigabytes. ``pack=False`` leaves the report XML for the caller to
+    ``pack_xml`` (``dmarclens.parallel`` does it on a thread next to other work).
     """
     parsed = _parse(raw)
     if raw.data:
         parsed.sha256, parsed.size_bytes = raw.sha256, len(raw.data)
         parsed.raw = dataclasses.replace(raw, data=b"")
-    if parsed.item is not None and parsed.item.raw_xml is not None:
+    if pack and parsed.item is not None and parsed.item.raw_xml is not None:
         same = parsed.item.raw_xml is raw.data  # an uncompressed file: its hash is known
-        _pack_xml(parsed, sha256=parsed.sha256 if same else None)
+        pack_xml(parsed, sha256=parsed.sha256 if same else None)
     return parsed
 
 
-def _pack_xml(parsed: Parsed, *, sha256: str | None = None) -> None:
+def pack_xml(parsed: Parsed, *, sha256: str | None = None) -> None:
     """Swap the report XML for its gzip and hash, made where it was parsed.
 
     In a worker process this moves the compression off the single writer and
@@ -213,7 +214,7 @@ class Ingestor:
                 res.reason = f"{p.item.summary or p.item.kind}: recorded, not aggregate data"
             elif p.item is not None and p.item.report is not None:
                 report = p.item.report
-                raw_xml = p.item.raw_xml or b""  # None once _pack_xml kept only its gzip
+                raw_xml = p.item.raw_xml or b""  # None once pack_xml kept only its gzip
                 res.kind, res.report_key, res.domain = "aggregate", report.key, report.domain
                 sha = p.raw_sha256 or hashlib.sha256(raw_xml).hexdigest()
                 if report.key in stored:
