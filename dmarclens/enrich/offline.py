@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import ipaddress
+import socket
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -130,8 +131,17 @@ def service_for_base_domain(base_domain: str | None) -> tuple[str, str] | None:
 
 def network_of(ip: str) -> str | None:
     """The /24 (IPv4) or /48 (IPv6) an address belongs to: the range layer of a source."""
+    bare = ip.split("%", 1)[0]
+    if ":" not in bare:
+        # Dotted quads by string: ipaddress objects cost ~25 us each, which made
+        # classifying the 50,000 new IPs of one big report take a second.
+        try:
+            socket.inet_pton(socket.AF_INET, bare)
+        except OSError:
+            return None
+        return bare.rsplit(".", 1)[0] + ".0/24"
     try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+        addr = ipaddress.ip_address(bare)
     except ValueError:
         return None
     prefix = 24 if addr.version == 4 else 48
