@@ -535,7 +535,9 @@ def check_domains(
         client = DnsClient(nameservers, timeout)
         return list(await asyncio.gather(*(check_domain(client, d, selectors.get(d, ())) for d in domains)))
 
-    return asyncio.run(run())
+    from dmarclens.enrich.rdns import run_coroutine_blocking
+
+    return run_coroutine_blocking(run())
 
 
 # --- what the reports say --------------------------------------------------------

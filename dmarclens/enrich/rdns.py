@@ -537,10 +537,27 @@ def resolve_many(
     timeout: float = DEFAULT_TIMEOUT,
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> list[RdnsResult]:
-    """Blocking wrapper for callers without an event loop (the CLI, tests)."""
-    return asyncio.run(
+    """Blocking wrapper: works from the CLI and from code that already runs an event loop."""
+    return run_coroutine_blocking(
         resolve_many_async(ips, nameservers=nameservers, timeout=timeout, concurrency=concurrency)
     )
+
+
+def run_coroutine_blocking(coro: Any) -> Any:
+    """``asyncio.run``, also when the calling thread already runs an event loop.
+
+    A notebook (Jupyter runs a loop) or a host such as Playwright's sync API
+    makes ``asyncio.run`` refuse; there the coroutine runs on a private loop in
+    a helper thread and this thread waits for it.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dmarclens-dns") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 # --- the database side -------------------------------------------------------
