@@ -153,7 +153,8 @@ def ack(ids: tuple[str, ...], db: str | None, config: str | None, note: str | No
 @click.command()
 @db_option
 @config_option
-@since_option
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, callback=_day,
+              help="Send anomalies whose last day is on or after this day (default: 14 days before the newest data).")
 @click.option("--min-severity", type=SEVERITY_CHOICE, default=None,
               help="Send anomalies at or above this severity (default: [alerts] min_severity, else medium).")
 @click.option("--detect/--no-detect", "run_detect", default=False, help="Run detection first.")
