@@ -106,6 +106,14 @@ class Progress:
             sys.stderr.write("\n")
 
 
+def configure_security(settings: Any) -> None:
+    """Owned domains and report-mail trust come from the same Settings the command loaded
+    (so --config applies to them too), before any parsing starts or workers fork."""
+    from dmarclens.security import configure
+
+    run_guarded(configure, settings)
+
+
 def resolve_db(db: str | None, config: str | None = None) -> Path:
     from dmarclens.config import load_settings
 
@@ -188,6 +196,7 @@ def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: 
     from dmarclens.pipeline import ingest_paths
 
     settings = run_guarded(load_settings, config=config, db=db)
+    configure_security(settings)
     progress = Progress(enabled=not as_json)
     summary = run_guarded(
         ingest_paths, paths, settings.db, lock_timeout=settings.lock_timeout, progress=progress,
@@ -429,6 +438,9 @@ def demo(db: str | None, samples: str | None, with_dashboard: bool, host: str, p
         folder = Path(tempfile.mkdtemp(prefix="dmarclens-samples-"))
         click.echo(f"dmarclens: no ./sample_reports here; generating samples into {folder}", err=True)
         write_samples(folder)
+    from dmarclens.config import load_settings
+
+    configure_security(run_guarded(load_settings, db=str(path)))
     progress = Progress(enabled=True)
     summary = run_guarded(ingest_paths, [folder], path, command="demo", progress=progress)
     progress.done()

@@ -123,6 +123,9 @@ def fetch(
         "since": since.date() if since else None, "oauth2_token_command": oauth2_token_command,
     }
     mailboxes = run_guarded(load_imap_settings, settings.raw, cli_values, mailbox=mailbox)
+    from dmarclens.cli import configure_security
+
+    configure_security(settings)
     if password_file is not None and not Path(password_file).is_file():
         fail(f"password file {password_file} not found", 2)
     level = logging.getLogger("dmarclens").getEffectiveLevel()

@@ -44,7 +44,7 @@ def _df(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = Non
 
 
 def domains(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [r[0] for r in con.execute("SELECT DISTINCT domain FROM reports ORDER BY 1").fetchall()]
+    return [r[0] for r in con.execute(f"SELECT DISTINCT domain FROM {counted_reports(con)} ORDER BY 1").fetchall()]
 
 
 def day_bounds(con: duckdb.DuckDBPyConnection) -> tuple[date | None, date | None]:
@@ -91,7 +91,7 @@ def published_policy(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame
         con,
         f"""SELECT domain, arg_max(p, end_ts) AS p, arg_max(sp, end_ts) AS sp, arg_max(pct, end_ts) AS pct,
                    arg_max(adkim, end_ts) AS adkim, arg_max(aspf, end_ts) AS aspf, max(end_ts) AS last_report
-            FROM reports WHERE {where} GROUP BY domain ORDER BY domain""",
+            FROM {counted_reports(con)} WHERE {where} GROUP BY domain ORDER BY domain""",
         params,
     )
 
@@ -148,7 +148,7 @@ def reporters(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
         f"""SELECT org_name AS reporter, count(*) AS reports, sum(message_count) AS messages,
                    min(begin_ts) AS first_report, max(end_ts) AS last_report,
                    string_agg(DISTINCT format, ', ') AS formats
-            FROM reports WHERE {where} GROUP BY 1 ORDER BY reports DESC""",
+            FROM {counted_reports(con)} WHERE {where} GROUP BY 1 ORDER BY reports DESC""",
         params,
     )
 
@@ -159,7 +159,7 @@ def report_list(con: duckdb.DuckDBPyConnection, f: Filters, limit: int = 1000) -
         con,
         f"""SELECT report_key, org_name AS reporter, report_id, domain, begin_ts, end_ts,
                    record_count AS records, message_count AS messages, p AS policy, format, origin
-            FROM reports WHERE {where} ORDER BY begin_ts DESC, org_name LIMIT {int(limit)}""",
+            FROM {counted_reports(con)} WHERE {where} ORDER BY begin_ts DESC, org_name LIMIT {int(limit)}""",
         params,
     )
 
@@ -323,7 +323,7 @@ def domain_summary(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
                        arg_max(np, end_ts) AS np, arg_max(pct, end_ts) AS pct,
                        arg_max(adkim, end_ts) AS adkim, arg_max(aspf, end_ts) AS aspf,
                        max(end_ts) AS last_report
-                FROM reports WHERE {rwhere} GROUP BY domain)
+                FROM {counted_reports(con)} WHERE {rwhere} GROUP BY domain)
             SELECT domain, coalesce(t.messages, 0) AS messages,
                    t.passed / nullif(t.messages, 0) AS pass_rate,
                    t.dkim_aligned / nullif(t.messages, 0) AS dkim_rate,
@@ -630,7 +630,7 @@ def reports_page(
         con,
         f"""SELECT report_key, org_name AS reporter, report_id, domain, begin_ts, end_ts,
                    record_count AS records, message_count AS messages, p AS policy, format
-            FROM reports WHERE {where} ORDER BY begin_ts DESC, org_name, report_id LIMIT {int(limit)}""",
+            FROM {counted_reports(con)} WHERE {where} ORDER BY begin_ts DESC, org_name, report_id LIMIT {int(limit)}""",
         params,
     )
 
@@ -714,7 +714,7 @@ def reporter_activity(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFram
         f"""WITH r AS (
                 SELECT org_name, domain, end_ts,
                        end_ts - lag(end_ts) OVER (PARTITION BY org_name, domain ORDER BY end_ts) AS gap
-                FROM reports WHERE {dwhere}),
+                FROM {counted_reports(con)} WHERE {dwhere}),
             newest AS (SELECT max(end_ts) AS t FROM reports)
             SELECT org_name AS reporter, domain, count(*) AS reports, min(end_ts) AS first_report,
                    max(end_ts) AS last_report,
