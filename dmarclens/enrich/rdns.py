@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dmarclens.enrich.offline import service_for_base_domain, service_map
-from dmarclens.errors import DmarcLensError
+from dmarclens.errors import DmarcLensError, StoreError
 
 if TYPE_CHECKING:
     import dns.message
@@ -709,7 +709,10 @@ def enrich_db(
     open (a dashboard or a cron ingest can use the file meanwhile), then writes
     every result, the traffic classes and the lookalike table in one transaction.
     """
+    import contextlib
     import time
+
+    import duckdb
 
     from dmarclens.enrich import classify
     from dmarclens.store import db as dbmod
@@ -732,8 +735,12 @@ def enrich_db(
             classified = classify.refresh(con, rules)
             lookalikes = classify.refresh_lookalikes(con, owned_domains)
             con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
+        except BaseException as e:
+            # A failed COMMIT (disk full) has already ended the transaction.
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            if isinstance(e, duckdb.Error):
+                raise StoreError(f"database {db_path}: enrichment not stored: {' '.join(str(e).split())}") from e
             raise
     return EnrichStats(
         considered=len(ips), resolved=len(results), by_status=by_status,
