@@ -38,6 +38,10 @@ POOL_MIN_ITEMS = 64
 """Fewer items than this are parsed in-process: forking workers costs more
 than parsing a few dozen small reports."""
 
+POOL_BATCH_ITEMS = 2000
+"""Items per transaction when a pool parses (unless DMARCLENS_BATCH_ITEMS says
+otherwise): fewer, larger transactions keep the one writer ahead of the workers."""
+
 CHUNK_ITEMS = 16
 """Items sent to a worker per task: enough to amortise pickling round trips,
 few enough that one big report does not hold back the rest."""

@@ -133,8 +133,12 @@ class Ingestor:
 
     def run(self, raws: Iterable[RawItem]) -> RunSummary:
         """Parse and store everything; the caller gets one summary."""
-        from dmarclens.parallel import parse_all
+        from dmarclens.parallel import POOL_BATCH_ITEMS, parse_all
 
+        if self.workers != 1 and not os.environ.get("DMARCLENS_BATCH_ITEMS"):
+            # With parse workers the single writer is the limit, and each
+            # transaction costs ~0.1 s to open and checkpoint whatever its size.
+            self.batch_items = max(self.batch_items, POOL_BATCH_ITEMS)
         for parsed in parse_all(raws, workers=self.workers):
             self.add(parsed)
         return self.finish()
@@ -214,14 +218,15 @@ class Ingestor:
                 res.reason = f"{p.item.summary or p.item.kind}: recorded, not aggregate data"
             elif p.item is not None and p.item.report is not None:
                 report = p.item.report
+                key = report.key  # a sha256 per access: compute it once
                 raw_xml = p.item.raw_xml or b""  # None once pack_xml kept only its gzip
-                res.kind, res.report_key, res.domain = "aggregate", report.key, report.domain
+                res.kind, res.report_key, res.domain = "aggregate", key, report.domain
                 sha = p.raw_sha256 or hashlib.sha256(raw_xml).hexdigest()
-                if report.key in stored:
+                if key in stored:
                     res.outcome = "duplicate"
-                    same = stored[report.key] == sha
+                    same = stored[key] == sha
                     if same and p.raw.mail_auth is not None:
-                        security.upgrade_trust(con, report.key, security.verdict(p.raw.mail_auth, report))
+                        security.upgrade_trust(con, key, security.verdict(p.raw.mail_auth, report))
                     res.reason = (
                         "same report already stored" if same else
                         "same report (reporter, id, domain, interval) already stored with different "
@@ -232,9 +237,9 @@ class Ingestor:
                 else:
                     to_store.append(write.NewReport(report, p.raw.origin, p.raw.member, raw_xml=raw_xml,
                                                     raw_gz=p.raw_gz, raw_sha256=sha))
-                    stored[report.key] = sha
+                    stored[key] = sha
                     owned = security.is_owned(report.domain, self._domains)
-                    trust.append(security.TrustRow(report.key, report.domain, owned,
+                    trust.append(security.TrustRow(key, report.domain, owned,
                                                    security.verdict(p.raw.mail_auth, report)))
                     res.outcome = "stored"
                     notes = list(report.warnings)

@@ -167,10 +167,11 @@ def _insert_reports(con: duckdb.DuckDBPyConnection, items: list[NewReport], run_
 
     stamp = now_utc()
     reports = [i.report for i in items]
+    keys = [r.key for r in reports]  # a sha256 per access: once per report
     pols = [r.policy for r in reports]
     string, stamp_type = pa.string(), pa.timestamp("us", tz="UTC")
     table = pa.table({
-        "report_key": pa.array([r.key for r in reports], string),
+        "report_key": pa.array(keys, string),
         "org_name": pa.array([r.org_name for r in reports], string),
         "org_email": pa.array([r.org_email for r in reports], string),
         "org_extra_contact": pa.array([r.org_extra_contact for r in reports], string),
@@ -204,11 +205,11 @@ def _insert_reports(con: duckdb.DuckDBPyConnection, items: list[NewReport], run_
     })
     _insert_arrow(con, "reports", table)
     raw = pa.table({
-        "report_key": pa.array([r.key for r in reports], string),
+        "report_key": pa.array(keys, string),
         "xml_gz": pa.array([i.gzipped() for i in items], pa.binary()),
     })
     _insert_arrow(con, "report_raw", raw)
-    for batch in record_batches_for((r.key, r.records) for r in reports):
+    for batch in record_batches_for(zip(keys, (r.records for r in reports), strict=True)):
         con.register("_dl_new_records", batch)
         try:
             con.execute(

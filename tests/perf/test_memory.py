@@ -78,4 +78,6 @@ def test_memory_is_flat_over_many_small_reports(tmp_path: Path) -> None:
         peak, summary = ingest_peak(tmp_path / f"s{n}.duckdb", [folder], workers=1)
         assert summary["stored"] == n
         peaks[n] = peak
-    assert peaks[1800] - peaks[600] <= 10, peaks
+    # Allocator and DuckDB catalog noise is a few MB; holding every report
+    # (as parsedmarc's result lists do) would add tens of MB per thousand.
+    assert peaks[1800] - peaks[600] <= 20, peaks
