@@ -597,7 +597,7 @@ def audience_findings(features: Features, params: Params) -> list[Finding]:
             names = [str(x) for x in (row.new_list if row.new_list is not None else [])][:10]
             out.append(Finding(
                 kind="audience_shift", domain=row.domain,
-                identity={"service": row.service},
+                identity={"service": row.service, "asn": _service_asn(features, row.domain, row.service)},
                 first_day=row.day, last_day=row.day, messages=int(row.new_to_msgs),
                 expected=float(row.h_new_median or 0.0), passed=int(row.new_to_msgs), failed=0,
                 severity=sev, score=float(row.new_to),

@@ -136,26 +136,47 @@ def acked_services(con: Any) -> list[tuple[str, str]]:
     return [(d, s) for d, s in rows if s]
 
 
+def _stable_key(ident_key: str) -> str:
+    """The identity key without the service name.
+
+    Service names can change under a finding: ``dmarclens enrich`` resolves
+    reverse DNS and may rename "Microsoft Corporation" (AS name) to the
+    service its PTR names. The ASN, range and identifiers stay, so an episode
+    is still recognised as the same one.
+    """
+    return "|".join(p for p in ident_key.split("|") if not p.startswith("service="))
+
+
 def store(con: Any, found: list[Anomaly], run_id: str) -> list[Anomaly]:
     """Upsert anomalies, reusing ids of overlapping stored episodes; returns them with ids and status."""
     existing = con.execute(
         "SELECT anomaly_id, kind, domain, identity_key, first_day, last_day FROM anomalies"
     ).fetchall()
     index: dict[tuple[str, str, str], list[tuple[str, date, date]]] = {}
+    loose: dict[tuple[str, str, str], list[tuple[str, date, date]]] = {}
     for aid, kind, domain, ikey, first, last in existing:
         index.setdefault((kind, domain, ikey), []).append((aid, first, last))
+        if _stable_key(ikey):
+            loose.setdefault((kind, domain, _stable_key(ikey)), []).append((aid, first, last))
+    known_ids = {row[0] for row in existing}
     now = _now()
     out: list[Anomaly] = []
     seen: set[str] = set()
+
+    def overlapping(cands: list[tuple[str, date, date]], a: Anomaly) -> list[tuple[str, date, date]]:
+        return [c for c in cands
+                if c[1] <= a.last_day + timedelta(days=1) and c[2] >= a.first_day - timedelta(days=1)]
+
     for a in found:
-        cands = [c for c in index.get((a.kind, a.domain, a.identity_key), [])
-                 if c[1] <= a.last_day + timedelta(days=1) and c[2] >= a.first_day - timedelta(days=1)]
+        cands = overlapping(index.get((a.kind, a.domain, a.identity_key), []), a)
+        if not cands and _stable_key(a.identity_key):
+            cands = overlapping(loose.get((a.kind, a.domain, _stable_key(a.identity_key)), []), a)
         if cands:
             a = replace(a, id=min(cands, key=lambda c: c[1])[0])
         if a.id in seen:
             continue  # two computed episodes fell onto one stored one; keep the first (most severe)
         seen.add(a.id)
-        a.new = not cands and a.id not in {c[0] for v in index.values() for c in v}
+        a.new = not cands and a.id not in known_ids
         out.append(a)
     if out:
         import pyarrow as pa
@@ -199,6 +220,7 @@ def store(con: Any, found: list[Anomaly], run_id: str) -> list[Anomaly]:
                        failed = excluded.failed, dmarc = excluded.dmarc, explanation = excluded.explanation,
                        ips = excluded.ips, report_keys = excluded.report_keys, report_ids = excluded.report_ids,
                        reporters = excluded.reporters, details = excluded.details, identity = excluded.identity,
+                       identity_key = excluded.identity_key,
                        last_detected_at = excluded.last_detected_at, detect_run_id = excluded.detect_run_id""",
                 [now, now, run_id],
             )

@@ -120,3 +120,16 @@ def test_identity_baseline_for_the_dashboard(detected: Detected) -> None:
     assert len(df) == (a.last_day - a.first_day).days + 1  # every day, silences included
     first = df.iloc[0]
     assert first["passed"] > 2 * first["baseline"] > 0  # the Saturday of the seed against usual Saturdays
+
+
+def test_service_rename_by_enrichment_keeps_the_finding(detected: Detected, world_copy: Path) -> None:
+    """Reverse DNS may rename a service under a finding; the episode keeps its id (ASN and range stay)."""
+    seed = next(a for a in detected.anomalies if a.domain == "seed.example")
+    with duckdb.connect(str(world_copy)) as con:
+        con.execute("UPDATE ip_info SET service_name = 'Microsoft 365' WHERE service_name = 'Microsoft' "
+                    "OR (service_name IS NULL AND as_name LIKE 'Microsoft%')")
+    again = detect_and_store(world_copy)
+    renamed = next(a for a in again if a.domain == "seed.example" and a.kind == seed.kind)
+    assert renamed.identity["service"] == "Microsoft 365"
+    assert renamed.id == seed.id and not renamed.new
+    assert len(_rows(world_copy)) == len(detected.anomalies)
