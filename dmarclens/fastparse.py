@@ -905,6 +905,7 @@ class _Parser:
                 tag=tuple("{*}" + t for t in _REPORT_LEVEL),
                 encoding="utf-8", resolve_entities=False, no_network=True, huge_tree=False,
                 load_dtd=False, dtd_validation=False, remove_comments=False, collect_ids=False,
+                remove_blank_text=True,  # whitespace between elements: no text nodes to build or skip
             )
             root = None
             rec_tag = ""

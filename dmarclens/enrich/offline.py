@@ -12,6 +12,7 @@ import csv
 import importlib.util
 import ipaddress
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -95,6 +96,10 @@ class OfflineEnricher:
             record = self._reader.get(ip)
         except ValueError:
             record = None  # not an IP address; the row is still stored, just unenriched
+        return IpFacts(ip, *self._derive(record))
+
+    def _derive(self, record: Any) -> tuple[Any, ...]:
+        """(country, asn, as_name, as_domain, service_name, service_type, source) of a database record."""
         country = asn = as_name = as_domain = None
         if isinstance(record, dict):
             code = record.get("country_code")
@@ -113,7 +118,56 @@ class OfflineEnricher:
             source = "as_domain"
         elif as_name:
             service_name, source = as_name, "as_name"
-        return IpFacts(ip, country, asn, as_name, as_domain, service_name, service_type, source)
+        return country, asn, as_name, as_domain, service_name, service_type, source
+
+    def lookup_columns(self, ips: Sequence[str]) -> dict[str, list[Any]]:
+        """``lookup`` for many IPs at once, as columns named like IpFacts' fields.
+
+        Why: a big report brings 50,000 new IPs. Addresses inside one network
+        of the database share its record, so the network the database reports
+        for one address answers the others in it without another tree walk
+        or another record dict (the values are exactly ``lookup``'s).
+        """
+        names = ("country", "asn", "as_name", "as_domain", "service_name", "service_type", "service_source")
+        cols: dict[str, list[Any]] = {"ip": list(ips), **{n: [] for n in names}}
+        appends = [cols[n].append for n in names]
+        known: dict[tuple[int, int, int], tuple[Any, ...]] = {}
+        prefixes: dict[int, list[int]] = {4: [], 6: []}
+        for ip in cols["ip"]:
+            family, number = _ip_number(ip)
+            derived = None
+            if family:
+                width = 32 if family == 4 else 128
+                for plen in prefixes[family]:
+                    derived = known.get((family, number >> (width - plen), plen))
+                    if derived is not None:
+                        break
+                if derived is None:
+                    record, plen = self._reader.get_with_prefix_len(ip)
+                    derived = self._derive(record)
+                    known[(family, number >> (width - plen), plen)] = derived
+                    if plen not in prefixes[family]:
+                        prefixes[family].append(plen)
+            else:
+                record: Any = None
+                try:
+                    record = self._reader.get(ip)
+                except ValueError:
+                    record = None
+                derived = self._derive(record)
+            for append, value in zip(appends, derived, strict=True):
+                append(value)
+        return cols
+
+
+def _ip_number(ip: str) -> tuple[int, int]:
+    """(4 or 6, the address as an integer) for plain IP text; (0, 0) otherwise."""
+    try:
+        if ":" in ip:
+            return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big")
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
+    except OSError:
+        return 0, 0
 
 
 @lru_cache(maxsize=1)

@@ -282,16 +282,16 @@ def ip_facts_table(ips: Iterable[str], enricher: OfflineEnricher) -> pa.Table:
     pa = import_pyarrow()
     string = pa.string()
     with gc_paused():
-        facts = [enricher.lookup(ip) for ip in ips]
+        if hasattr(enricher, "lookup_columns"):
+            cols = enricher.lookup_columns(list(ips))
+        else:
+            facts = [enricher.lookup(ip) for ip in ips]
+            cols = {name: [getattr(f, name) for f in facts] for name in (
+                "ip", "country", "asn", "as_name", "as_domain", "service_name", "service_type", "service_source")}
         return pa.table({
-            "ip": pa.array([f.ip for f in facts], string),
-            "country": pa.array([f.country for f in facts], string),
-            "asn": pa.array([f.asn for f in facts], type=pa.int32()),
-            "as_name": pa.array([f.as_name for f in facts], string),
-            "as_domain": pa.array([f.as_domain for f in facts], string),
-            "service_name": pa.array([f.service_name for f in facts], string),
-            "service_type": pa.array([f.service_type for f in facts], string),
-            "service_source": pa.array([f.service_source for f in facts], string),
+            name: pa.array(cols[name], pa.int32() if name == "asn" else string)
+            for name in ("ip", "country", "asn", "as_name", "as_domain", "service_name", "service_type",
+                         "service_source")
         })
 
 
