@@ -133,3 +133,18 @@ def test_cli_window_and_manifest(db: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2
     help_text = run_cli("export", "parquet", "--help").stdout
     assert "Example:" in help_text
+
+
+def test_scale_doc_table_definitions_list_the_lake_columns(db: Path) -> None:
+    """docs/scale.md's Spark and Trino tables name exactly v_records' columns."""
+    import re
+
+    con = duckdb.connect(str(db), read_only=True)
+    want = {r[0] for r in con.execute("DESCRIBE v_records").fetchall()}
+    con.close()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "scale.md").read_text(encoding="utf-8")
+    for table in ("CREATE TABLE dmarc_records (", "CREATE TABLE hive.dmarc.records ("):
+        body = text.split(table, 1)[1].split("\n)", 1)[0]
+        body = re.sub(r"<[^<>]*>|\([^()]*\)", "", body)  # drop nested type parameters
+        got = {part.strip().split()[0] for part in body.split(",") if part.strip()}
+        assert got == want, f"{table}: missing {want - got}, extra {got - want}"
