@@ -66,7 +66,7 @@ def test_fetch_killed_and_server_restarted_at_random_points_ends_exactly_like_a_
     assert (count(clean_acct, ARCHIVE), count(clean_acct, INVALID)) == (REPORTS, JUNK)
 
     db = tmp_path / "faulted.duckdb"
-    args = fetch_args(acct, db, "--batch-size", "25")
+    args = fetch_args(acct, db, "--batch-size", "10")
     log = KillLog()
     r = rng(SEED)
     restart_at = set(r.sample(range(KILLS), SERVER_RESTARTS))
@@ -80,16 +80,19 @@ def test_fetch_killed_and_server_restarted_at_random_points_ends_exactly_like_a_
         # before its commit, between commit and move, or during the move.
         proc = start(args, cwd=tmp_path, env=env(acct))
         t0 = time.monotonic()
-        target = out_of_inbox() + 25 * r.randint(0, 1)
+        # Spread the faults over the whole mailbox whatever the machine's speed: aim each
+        # strike a random share of the way to an even split of what is left.
+        left = REPORTS + JUNK - out_of_inbox()
+        target = out_of_inbox() + r.randint(0, max(1, left // (KILLS - i + 2)))
         while proc.poll() is None and out_of_inbox() < target and time.monotonic() - t0 < 60:
-            time.sleep(0.05)
-        time.sleep(r.uniform(0, 0.5))
+            time.sleep(0.02)
+        time.sleep(r.uniform(0, 0.05))
         if i in restart_at:
             # The server dies mid-batch and comes back; the run reconnects and goes on.
             server.kill()
             server.start()
             log.other_faults.append(f"server killed and restarted {time.monotonic() - t0:.2f} s into run {i}")
-            time.sleep(r.uniform(0.5, 1.5))
+            time.sleep(r.uniform(0.2, 0.6))
         if proc.poll() is None:
             kill(proc)
             log.kills.append(round(time.monotonic() - t0, 2))
