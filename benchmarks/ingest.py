@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import shutil
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,46 +147,8 @@ def parsedmarc_parse(label: str, inputs: list[Path], *, limit: int = 0) -> Run:
 # --------------------------------------------------------------------------- inputs
 
 
-def small_reports(n: int, *, seed: int, last_day: date) -> list[tuple[str, bytes]]:
-    """Like generator.many_small_reports, with days counted back from ``last_day``
-    so none lies in the future (the store rejects those)."""
-    from dmarclens.generator.spec import DkimAuth, PolicySpec, RecordSpec, ReportSpec, SpfAuth
-    from dmarclens.generator.world import default_domains, default_reporters
-    from dmarclens.generator.wrappers import report_file
-    from dmarclens.generator.xmlgen import render_report
-
-    rng = random.Random(f"bench-small|{seed}")
-    domains = default_domains()
-    reporters = [r for r in default_reporters() if r.period_days == 1]
-    kinds = {"google": "zip", "microsoft": "xml.gz", "rfc9990": "xml"}
-    per_day = len(reporters) * len(domains)
-    out = []
-    for i in range(n):
-        rep = reporters[i % len(reporters)]
-        dom = domains[(i // len(reporters)) % len(domains)]
-        day = last_day - timedelta(days=(i // per_day) % 300)
-        begin = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
-        records = [
-            RecordSpec(
-                source_ip=f"{rng.choice(('40.107.22', '209.85.218', '167.89.54', '54.240.9'))}.{rng.randint(2, 254)}",
-                count=rng.randint(1, 400), header_from=dom.name, envelope_from=dom.name,
-                dkim=(DkimAuth(dom.name, "selector1"),), spf=(SpfAuth(dom.name),),
-            )
-            for _ in range(rng.randint(1, 20))
-        ]
-        policy = dom.policy if rep.fmt != "rfc9990" else PolicySpec(
-            dom.name, p=dom.policy.p, pct=None, np=dom.policy.p, testing="n", discovery_method="psl")
-        spec = ReportSpec(
-            org_name=rep.org_name, email=rep.email, report_id=f"bench-{seed}-{i}", begin=begin,
-            end=begin + 86400 - (1 if rep.end_inclusive else 0), policy=policy, records=records,
-            receiver=rep.receiver, fmt=rep.fmt, version=rep.version, generator=rep.generator, reporter=rep.key,
-        )
-        out.append(report_file(spec, render_report(spec), kinds.get(rep.key, "xml.gz"), unique_id=spec.report_id))
-    return out
-
-
 def make_inputs(work: Path, *, quick: bool) -> dict[str, Path]:
-    from dmarclens.generator import big_report_xml
+    from dmarclens.generator import big_report_xml, many_small_reports
 
     sizes = {"big": (5_000, 5_000), "huge": (20_000, 5_000), "small": 300} if quick else {
         "big": (50_000, 50_000), "huge": (200_000, 50_000), "small": 10_000}
@@ -205,8 +166,7 @@ def make_inputs(work: Path, *, quick: bool) -> dict[str, Path]:
         tmp = work / "small.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        yesterday = datetime.now(UTC).date() - timedelta(days=1)
-        for name, data in small_reports(sizes["small"], seed=3, last_day=yesterday):
+        for name, data in many_small_reports(sizes["small"], seed=3):
             (tmp / name).write_bytes(data)
         tmp.rename(small)
     paths["small"] = small

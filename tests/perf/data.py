@@ -7,8 +7,7 @@ store's plausibility checks (no reports from the future) accept them.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 
 from dmarclens.generator.spec import (
     DkimAuth,
@@ -19,8 +18,6 @@ from dmarclens.generator.spec import (
     ReportSpec,
     SpfAuth,
 )
-from dmarclens.generator.world import default_domains, default_reporters
-from dmarclens.generator.wrappers import report_file
 from dmarclens.generator.xmlgen import render_report
 
 DAY0 = int(datetime(2026, 10, 5, tzinfo=UTC).timestamp())
@@ -87,52 +84,3 @@ def report_spec(
 
 def render(spec: ReportSpec) -> bytes:
     return render_report(spec)
-
-
-def small_reports(n: int, *, seed: int, last_day: date | None = None) -> Iterator[tuple[str, bytes]]:
-    """``n`` distinct small daily reports as ``(file name, bytes)``, ending at ``last_day``.
-
-    Like ``generator.many_small_reports`` (several reporters, three domains,
-    .xml/.xml.gz/.zip), but counting days backwards so that no report lies in
-    the future, which the store rejects.
-    """
-    rng = random.Random(f"perf-small|{seed}")
-    domains = default_domains()
-    reporters = [r for r in default_reporters() if r.period_days == 1]
-    kinds = {"google": "zip", "microsoft": "xml.gz", "rfc9990": "xml"}
-    last = last_day or date(2026, 10, 31)
-    per_day = len(reporters) * len(domains)
-    for i in range(n):
-        rep = reporters[i % len(reporters)]
-        dom = domains[(i // len(reporters)) % len(domains)]
-        day = last - timedelta(days=(i // per_day) % 300)
-        begin = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
-        records = [
-            RecordSpec(
-                source_ip=f"{rng.choice(('40.107.22', '209.85.218', '167.89.54', '54.240.9'))}.{rng.randint(2, 254)}",
-                count=rng.randint(1, 400),
-                header_from=dom.name,
-                envelope_from=dom.name,
-                dkim=(DkimAuth(dom.name, "selector1"),),
-                spf=(SpfAuth(dom.name),),
-            )
-            for _ in range(rng.randint(1, 20))
-        ]
-        policy = dom.policy if rep.fmt != "rfc9990" else PolicySpec(
-            dom.name, p=dom.policy.p, pct=None, np=dom.policy.p, testing="n", discovery_method="psl")
-        spec = ReportSpec(
-            org_name=rep.org_name,
-            email=rep.email,
-            report_id=f"small-{seed}-{i}",
-            begin=begin,
-            end=begin + 86400 - (1 if rep.end_inclusive else 0),
-            policy=policy,
-            records=records,
-            receiver=rep.receiver,
-            fmt=rep.fmt,
-            version=rep.version,
-            generator=rep.generator,
-            reporter=rep.key,
-        )
-        kind = kinds.get(rep.key, "xml.gz")
-        yield report_file(spec, render_report(spec), kind, unique_id=spec.report_id)  # type: ignore[arg-type]

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dmarclens.generator import big_report_xml
-from tests.perf.data import small_reports
+from dmarclens.generator import big_report_xml, many_small_reports
 
 # Runs one ingest in a child and reports the peak RSS of that child and of
 # anything it forked (parse workers): ru_maxrss of RUSAGE_CHILDREN, measured
@@ -73,7 +72,7 @@ def test_memory_is_flat_over_many_small_reports(tmp_path: Path) -> None:
     for n in (600, 1800):
         folder = tmp_path / f"s{n}"
         folder.mkdir()
-        for name, data in small_reports(n, seed=n):
+        for name, data in many_small_reports(n, seed=n):
             (folder / name).write_bytes(data)
         peak, summary = ingest_peak(tmp_path / f"s{n}.duckdb", [folder], workers=1)
         assert summary["stored"] == n

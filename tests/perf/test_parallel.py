@@ -10,9 +10,10 @@ import duckdb
 import pytest
 
 from dmarclens import parallel
+from dmarclens.generator import many_small_reports
 from dmarclens.pipeline import ingest_paths
 from dmarclens.sources.files import iter_paths
-from tests.perf.data import DAY0, render, report_spec, small_reports
+from tests.perf.data import DAY0, render, report_spec
 
 # What a second run may legitimately change: run ids, clocks, sequence ids.
 TABLES = {
@@ -29,7 +30,7 @@ def inbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """180 small reports, a re-sent copy, a multi-day report, a broken file."""
     folder = tmp_path_factory.mktemp("inbox")
     names = []
-    for name, data in small_reports(180, seed=5):
+    for name, data in many_small_reports(180, seed=5):
         (folder / name).write_bytes(data)
         names.append(name)
     shutil.copy(folder / names[10], folder / ("zz-copy-" + names[10]))  # a duplicate, found after the original
