@@ -440,7 +440,8 @@ def demo(db: str | None, samples: str | None, with_dashboard: bool, host: str, p
         write_samples(folder)
     from dmarclens.config import load_settings
 
-    configure_security(run_guarded(load_settings, db=str(path)))
+    settings = run_guarded(load_settings, db=str(path))
+    configure_security(settings)
     progress = Progress(enabled=True)
     summary = run_guarded(ingest_paths, [folder], path, command="demo", progress=progress)
     progress.done()
@@ -449,10 +450,8 @@ def demo(db: str | None, samples: str | None, with_dashboard: bool, host: str, p
         f"{summary.records} records, {summary.messages} messages → {path}",
         err=True,
     )
-    from dmarclens.config import load_settings
-
     if summary.stored:
-        classify_after_ingest(path, load_settings(db=str(path)))
+        classify_after_ingest(path, settings)
     _post_ingest_hooks(path)
     if with_dashboard:
         sys.exit(launch_dashboard(path, host, port))
