@@ -37,7 +37,7 @@ import pickle
 import re
 import socket
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -249,6 +249,7 @@ class ColumnarRecords(RecordBatch):
         self._messages = messages
         self._cache: dict[str, list[Any]] = {}
         self.vetted: _Vetted | None = None
+        self.part_extras: list[Any] = []  # see set_part_hook
 
     def __len__(self) -> int:
         return self._rows
@@ -265,7 +266,8 @@ class ColumnarRecords(RecordBatch):
 
     def __getstate__(self) -> dict[str, Any]:
         return {"batches": self.batches, "tail": self.tail, "_rows": self._rows,
-                "_messages": self._messages, "_cache": {}, "vetted": self.vetted}
+                "_messages": self._messages, "_cache": {}, "vetted": self.vetted,
+                "part_extras": self.part_extras}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -623,6 +625,17 @@ SPLIT_MIN_BYTES = 4 * 1024 * 1024
 """Reports at least this large are parsed by several processes at once."""
 
 _split_limit: int | None = None
+_part_hook: Callable[[set[str]], Any] | None = None
+
+
+def set_part_hook(hook: Callable[[set[str]], Any] | None) -> None:
+    """Run ``hook(source IPs of the part)`` in each process of a split parse,
+    right after its part is parsed; the results end up, in document order, in
+    the report's ``records.part_extras``. ``dmarclens.parallel`` uses it to
+    look up each part's IPs in the process that parsed it, while the parse of
+    the other part is still running, instead of in a phase of its own."""
+    global _part_hook
+    _part_hook = hook
 
 
 def set_split_processes(n: int | None) -> None:
@@ -715,7 +728,10 @@ def _parse_part(xml: bytes, first: int, start: int, stop: int | None, xml_namesp
         doc = _Pieces(view[:stop], close)
     else:
         doc = _Pieces(view[:first], view[start:stop], close)
-    return _Parser(doc, xml_namespace, chunk_rows).run().part(keep_tail=stop is None)
+    part = _Parser(doc, xml_namespace, chunk_rows).run().part(keep_tail=stop is None)
+    if _part_hook is not None:
+        part.extra = _part_hook(part.source_ips())
+    return part
 
 
 class _Pieces:
@@ -795,6 +811,14 @@ class _Part:
     max_count: int | None
     texts: set[str] | None
     records: int
+    extra: Any = None  # what the part hook returned (see set_part_hook)
+
+    def source_ips(self) -> set[str]:
+        i = ROW_FIELDS.index("source_ip")
+        ips = {r[i] for r in self.tail}
+        for b in self.batches:
+            ips.update(b.column(ARROW_COLUMNS.index("source_ip")).to_pylist())
+        return ips
 
 
 def _assemble(parts: list[_Part], xml_namespace: str | None, xml: bytes) -> Report:
@@ -826,6 +850,7 @@ def _assemble(parts: list[_Part], xml_namespace: str | None, xml: bytes) -> Repo
     batches = [b for p in parts for b in p.batches]
     records = ColumnarRecords(batches, RowChunk(parts[-1].tail), rows=sum(p.rows for p in parts),
                               messages=sum(p.messages for p in parts))
+    records.part_extras = [p.extra for p in parts if p.extra is not None]
     counts_lo = [p.min_count for p in parts if p.min_count is not None]
     counts_hi = [p.max_count for p in parts if p.max_count is not None]
     texts: set[str] | None = set()

@@ -17,6 +17,8 @@ everything is parsed in-process.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -24,7 +26,7 @@ import pickle
 import signal
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, islice
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +64,8 @@ BIG_ITEM_BYTES = 4 * 1024 * 1024
 their own when more than one worker is allowed."""
 
 
-def parse_all(raws: Iterable[RawItem], *, workers: int | None = 1) -> Iterator[Parsed]:
+def parse_all(raws: Iterable[RawItem], *, workers: int | None = 1, ahead: int = 0,
+              on_wait: Callable[[], None] | None = None) -> Iterator[Parsed]:
     """Every item parsed, in input order, by ``workers`` processes.
 
     ``workers=1`` keeps everything in the calling process (a big report is not
@@ -70,6 +73,13 @@ def parse_all(raws: Iterable[RawItem], *, workers: int | None = 1) -> Iterator[P
     short input is parsed by a forked child, which splits the report across
     the cores and looks up its IPs; the writer then holds only the compact
     result, never the parser's working memory or the IP database.
+
+    ``ahead``: how many items the pool may parse ahead of the consumer (at
+    least a few chunks per worker, at most ``AHEAD_BYTES`` of input). The
+    writer passes its batch size, so the workers keep parsing the next batch
+    while it writes and commits the current one instead of idling.
+    ``on_wait`` is called while a big item is parsed in a child process, to
+    use that wait (the writer opens the database then).
     """
     from dmarclens.fastparse import set_split_processes, split_processes
     from dmarclens.pipeline import parse_raw
@@ -89,11 +99,11 @@ def parse_all(raws: Iterable[RawItem], *, workers: int | None = 1) -> Iterator[P
         head.reverse()
         while head:
             raw = head.pop()
-            parsed = _isolated(raw) if len(raw.data) >= BIG_ITEM_BYTES else parse_raw(raw)
+            parsed = _isolated(raw, on_wait) if len(raw.data) >= BIG_ITEM_BYTES else parse_raw(raw)
             del raw  # the writer may flush while we are suspended here: do not pin 100 MB of XML
             yield parsed
         return
-    yield from _pooled(chain(head, items), n)
+    yield from _pooled(chain(head, items), n, ahead)
 
 
 def with_ip_facts(parsed: Parsed) -> Parsed:
@@ -134,7 +144,7 @@ def _facts_helper(ips: list[str], sender: Any) -> None:
     sender.close()
 
 
-def _isolated(raw: RawItem) -> Parsed:
+def _isolated(raw: RawItem, on_wait: Callable[[], None] | None = None) -> Parsed:
     """Parse one big item in a forked child and take back only its result."""
     from dmarclens.fastparse import receive_pickled
     from dmarclens.pipeline import parse_raw
@@ -148,6 +158,14 @@ def _isolated(raw: RawItem) -> Parsed:
     proc = ctx.Process(target=_isolated_child, args=(box, sender))  # not daemonic: it forks parts
     proc.start()
     sender.close()
+    if on_wait is not None:
+        try:
+            on_wait()
+        except BaseException:
+            proc.kill()
+            proc.join()
+            receiver.close()
+            raise
     try:
         result = receive_pickled(receiver)
     except (EOFError, OSError, pickle.UnpicklingError):
@@ -162,70 +180,148 @@ def _isolated(raw: RawItem) -> Parsed:
 
 
 def _isolated_child(box: list[RawItem], sender: Any) -> None:
-    """Parse, then use both cores for what follows the parse: half the IP
-    lookups in a forked helper, the other half here, and gzip + hash of the
-    XML on a thread (zlib and hashlib run without the GIL)."""
-    from dmarclens.fastparse import import_pyarrow, receive_pickled, send_pickled
-    from dmarclens.pipeline import pack_xml, parse_raw
-    from dmarclens.store import write
+    """Parse with both cores busy from start to end.
+
+    The report XML is gzipped and hashed on a thread (zlib and hashlib run
+    without the GIL) from the start, next to the byte checks that precede
+    the parse; the report is split across processes, and each one looks up
+    the IPs of its own part as soon as it has parsed it (``set_part_hook``),
+    so no phase runs on one core while the other waits.
+    """
+    from dmarclens.fastparse import import_pyarrow, send_pickled, set_part_hook
+    from dmarclens.pipeline import parse_raw
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parsed = parse_raw(box.pop(), pack=False)
+    raw = box.pop()
+    payload = _payload(raw)
+    packed: dict[str, Any] = {}
+    packer = None
+    if payload is not None:
+        packer = threading.Thread(target=_pack, args=(payload, packed))
+        packer.start()
+        sha256, size = (None, len(raw.data)) if payload is raw.data else (raw.sha256, len(raw.data))
+        raw = dataclasses.replace(raw, data=payload)
+        del payload
+    set_part_hook(_part_facts)
+    try:
+        parsed = parse_raw(raw, pack=False, digest=packer is None)
+    finally:
+        set_part_hook(None)
+    del raw
+    if packer is not None:
+        packer.join()
+        parsed.sha256 = sha256 or packed.get("sha256")
+        parsed.size_bytes = size
     item = parsed.item
-    if item is not None and item.report is not None:
-        ips = sorted(write.source_ips(item.report.records)) if len(item.report.records) else []
-        half = len(ips) // 2 if len(ips) >= FACTS_SPLIT_MIN else len(ips)
-        helper = None
-        if half < len(ips):  # fork before the packing thread starts
-            ctx = multiprocessing.get_context("fork")
-            receiver, helper_sender = ctx.Pipe(duplex=False)
-            helper = ctx.Process(target=_facts_helper, args=(ips[half:], helper_sender), daemon=True)
-            helper.start()
-            helper_sender.close()
-        packer = threading.Thread(target=pack_xml, args=(parsed,)) if item.raw_xml is not None else None
-        if packer is not None:
-            packer.start()
-        tables = [_facts(ips[:half])] if ips else []
-        if helper is not None:
-            try:
-                tables.append(receive_pickled(receiver))
-            except (EOFError, OSError, pickle.UnpicklingError):
-                tables.append(_facts(ips[half:]))
-            finally:
-                receiver.close()
-                helper.join()
-        if tables:
-            parsed.ip_facts = tables[0] if len(tables) == 1 else import_pyarrow().concat_tables(tables)
-        if packer is not None:
-            packer.join()
-        seal = getattr(item.report.records, "seal", None)
+    if item is not None and item.raw_xml is not None:
+        if packed.get("gz") is not None:
+            parsed.raw_sha256, parsed.raw_gz = packed["sha256"], packed["gz"]
+            parsed.item = item = dataclasses.replace(item, raw_xml=None)
+        else:
+            from dmarclens.pipeline import pack_xml
+
+            pack_xml(parsed)
+            item = parsed.item
+    if item is not None and item.report is not None and len(item.report.records):
+        records = item.report.records
+        extras = getattr(records, "part_extras", None)
+        if extras:  # the split parse looked each part's IPs up
+            parsed.ip_facts = extras[0] if len(extras) == 1 else import_pyarrow().concat_tables(extras)
+            records.part_extras = []
+        else:
+            from dmarclens.store import write
+
+            parsed.ip_facts = _facts_in_two(sorted(write.source_ips(records)))
+        seal = getattr(records, "seal", None)
         if seal is not None:
             seal()
-    elif item is not None and item.raw_xml is not None:
-        pack_xml(parsed)
     send_pickled(sender, parsed)
     sender.close()
 
 
-def _pooled(items: Iterator[RawItem], workers: int) -> Iterator[Parsed]:
+def _payload(raw: RawItem) -> bytes | None:
+    """The report bytes as the parser will see them (decompressed, UTF-8), or
+    None when that cannot be told here (the parse then says why)."""
+    from dmarclens.errors import ReportParseError
+    from dmarclens.parse import decompress, to_utf8
+
+    if raw.problem or raw.kind_hint == "failure" or not raw.data:
+        return None
+    try:
+        return to_utf8(decompress(raw.data))
+    except (ReportParseError, MemoryError, OSError, ValueError, EOFError):
+        return None
+
+
+def _pack(payload: bytes, out: dict[str, Any]) -> None:
+    from dmarclens.store import write
+
+    out["sha256"] = hashlib.sha256(payload).hexdigest()
+    out["gz"] = write.gzip_raw(payload)
+
+
+def _part_facts(ips: set[str]) -> Any:
+    return _facts(sorted(ips))
+
+
+def _facts_in_two(ips: list[str]) -> Any:
+    """Facts for a report parsed in one piece: half here, half in a forked helper."""
+    from dmarclens.fastparse import import_pyarrow, receive_pickled
+
+    half = len(ips) // 2 if len(ips) >= FACTS_SPLIT_MIN else len(ips)
+    if half == len(ips):
+        return _facts(ips)
+    ctx = multiprocessing.get_context("fork")
+    receiver, helper_sender = ctx.Pipe(duplex=False)
+    helper = ctx.Process(target=_facts_helper, args=(ips[half:], helper_sender), daemon=True)
+    helper.start()
+    helper_sender.close()
+    tables = [_facts(ips[:half])]
+    try:
+        tables.append(receive_pickled(receiver))
+    except (EOFError, OSError, pickle.UnpicklingError):
+        tables.append(_facts(ips[half:]))
+    finally:
+        receiver.close()
+        helper.join()
+    return import_pyarrow().concat_tables(tables)
+
+
+AHEAD_BYTES = 64 * 1024 * 1024
+"""Input bytes the pool may hold in flight beyond its minimum window: the
+bound on what parsing ahead of the writer costs in memory."""
+
+
+def _pooled(items: Iterator[RawItem], workers: int, ahead: int = 0) -> Iterator[Parsed]:
     ctx = _context()
-    window = workers * 3
+    least = workers * 3  # chunks always in flight, whatever their size
+    most = max(least, -(-ahead // CHUNK_ITEMS))
     pool = ctx.Pool(workers, initializer=_init_worker)
     try:
-        pending: deque[Any] = deque()
+        pending: deque[tuple[Any, int]] = deque()
+        in_flight = 0
 
         def submit() -> bool:
+            nonlocal in_flight
             chunk = list(islice(items, CHUNK_ITEMS))
             if not chunk:
                 return False
-            pending.append(pool.apply_async(_parse_chunk, (chunk,)))
+            size = sum(len(raw.data) for raw in chunk)
+            in_flight += size
+            pending.append((pool.apply_async(_parse_chunk, (chunk,)), size))
             return True
 
-        while len(pending) < window and submit():
-            pass
+        def fill() -> None:
+            while len(pending) < least or (len(pending) < most and in_flight < AHEAD_BYTES):
+                if not submit():
+                    return
+
+        fill()
         while pending:
-            done = pending.popleft().get()
-            submit()
+            result, size = pending.popleft()
+            done = result.get()
+            in_flight -= size
+            fill()
             yield from done
         pool.close()
     finally:

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,20 +47,26 @@ class Parsed:
     raw_gz: bytes | None = None  # the report XML gzipped for report_raw (see pack_xml)
     raw_sha256: str | None = None  # of the report XML
     ip_facts: Any = None  # Arrow table of offline IP facts, when a parse worker looked them up
+    key: str | None = None  # report.key (a sha256), computed once where the report was parsed
 
 
-def parse_raw(raw: RawItem, *, pack: bool = True) -> Parsed:
+def parse_raw(raw: RawItem, *, pack: bool = True, digest: bool = True) -> Parsed:
     """Pure: bytes in, parsed report or reason out. Safe to run in a worker process.
 
     The raw bytes are dropped once parsed (their hash and size are kept): a
     batch holds up to hundreds of items until its commit, and keeping every
     zip member or mail part alive until then would let one hostile archive
     hold gigabytes. ``pack=False`` leaves the report XML for the caller to
-    ``pack_xml`` (``dmarclens.parallel`` does it on a thread next to other work).
+    ``pack_xml`` (``dmarclens.parallel`` does it on a thread next to other work);
+    ``digest=False`` leaves ``sha256`` and ``size_bytes`` to the caller, which
+    hashes the bytes there.
     """
     parsed = _parse(raw)
+    if parsed.item is not None and parsed.item.report is not None:
+        parsed.key = parsed.item.report.key
     if raw.data:
-        parsed.sha256, parsed.size_bytes = raw.sha256, len(raw.data)
+        if digest:
+            parsed.sha256, parsed.size_bytes = raw.sha256, len(raw.data)
         parsed.raw = dataclasses.replace(raw, data=b"")
     if pack and parsed.item is not None and parsed.item.raw_xml is not None:
         same = parsed.item.raw_xml is raw.data  # an uncompressed file: its hash is known
@@ -126,6 +132,7 @@ class Ingestor:
     _run_written: bool = False
     _domains: tuple[str, ...] = ()
     _started: float = field(default_factory=time.monotonic)
+    _con: duckdb.DuckDBPyConnection | None = None  # opened while a big report was parsed (_open_early)
 
     @property
     def run_id(self) -> str:
@@ -139,9 +146,44 @@ class Ingestor:
             # With parse workers the single writer is the limit, and each
             # transaction costs ~0.1 s to open and checkpoint whatever its size.
             self.batch_items = max(self.batch_items, POOL_BATCH_ITEMS)
-        for parsed in parse_all(raws, workers=self.workers):
-            self.add(parsed)
-        return self.finish()
+        try:
+            for parsed in parse_all(raws, workers=self.workers, ahead=self.batch_items, on_wait=self._open_early):
+                self.add(parsed)
+            return self.finish()
+        finally:
+            self._close_early()
+
+    def _open_early(self) -> None:
+        """Open the database while a big report is parsed in another process.
+
+        The writer would otherwise wait idle and then open it (on a new file,
+        creating the schema takes ~0.1 s). Only for a report that starts a
+        batch, and that batch is written as soon as anything else arrives
+        (here or in ``add``), so the file is not held while more big reports
+        are parsed.
+        """
+        if self._con is not None and self._pending:
+            self.flush()
+        if self._con is None and not self._pending:
+            self._con = dbmod.connect(self.db_path, lock_timeout=self.lock_timeout)
+
+    def _close_early(self) -> None:
+        if self._con is not None:
+            with contextlib.suppress(duckdb.Error):
+                self._con.close()
+            self._con = None
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self._con is None:
+            with dbmod.open_db(self.db_path, lock_timeout=self.lock_timeout) as con:
+                yield con
+            return
+        con, self._con = self._con, None
+        try:
+            yield con
+        finally:
+            con.close()
 
     def add(self, parsed: Parsed) -> None:
         self._pending.append(parsed)
@@ -149,7 +191,7 @@ class Ingestor:
             self._pending_records += len(parsed.item.report.records)
             self._pending_bytes += len(parsed.item.raw_xml or parsed.raw_gz or b"")
         if (len(self._pending) >= self.batch_items or self._pending_records >= self.batch_records
-                or self._pending_bytes >= self.batch_bytes):
+                or self._pending_bytes >= self.batch_bytes or (self._con is not None and len(self._pending) > 1)):
             self.flush()
 
     def flush(self, *, finished: bool = False) -> list[ItemResult]:
@@ -159,7 +201,7 @@ class Ingestor:
         if not pending and not finished:
             return []
         results: list[ItemResult] = []
-        with dbmod.open_db(self.db_path, lock_timeout=self.lock_timeout) as con:
+        with self._connection() as con:
             # One DuckDB thread: a batch write is a few bulk INSERTs, and parse
             # workers use the other cores; more threads only cost ~20 MB RSS.
             con.execute("SET threads = 1")
@@ -201,7 +243,7 @@ class Ingestor:
         return self.summary
 
     def _write(self, con: duckdb.DuckDBPyConnection, pending: list[Parsed]) -> list[ItemResult]:
-        keys = [p.item.report.key for p in pending if p.item and p.item.report]
+        keys = [_key(p) for p in pending if p.item and p.item.report]
         stored = write.existing_keys(con, keys)
         results: list[ItemResult] = []
         ips: set[str] = set()
@@ -218,7 +260,7 @@ class Ingestor:
                 res.reason = f"{p.item.summary or p.item.kind}: recorded, not aggregate data"
             elif p.item is not None and p.item.report is not None:
                 report = p.item.report
-                key = report.key  # a sha256 per access: compute it once
+                key = _key(p)
                 raw_xml = p.item.raw_xml or b""  # None once pack_xml kept only its gzip
                 res.kind, res.report_key, res.domain = "aggregate", key, report.domain
                 sha = p.raw_sha256 or hashlib.sha256(raw_xml).hexdigest()
@@ -236,7 +278,7 @@ class Ingestor:
                         log.warning("%s: %s", _label(p.raw), res.reason)
                 else:
                     to_store.append(write.NewReport(report, p.raw.origin, p.raw.member, raw_xml=raw_xml,
-                                                    raw_gz=p.raw_gz, raw_sha256=sha))
+                                                    raw_gz=p.raw_gz, raw_sha256=sha, key=key))
                     stored[key] = sha
                     owned = security.is_owned(report.domain, self._domains)
                     trust.append(security.TrustRow(key, report.domain, owned,
@@ -268,6 +310,14 @@ class Ingestor:
         rollups.add_for_reports(con, [r.report_key for r in results if r.outcome == "stored" and r.report_key])
         write.insert_items(con, self.run_id, results)
         return results
+
+
+def _key(p: Parsed) -> str:
+    """The report's key: a sha256 per ``Report.key`` access, so made once, where it was parsed."""
+    assert p.item is not None and p.item.report is not None
+    if p.key is None:
+        p.key = p.item.report.key
+    return p.key
 
 
 def _env_int(name: str, default: int) -> int:

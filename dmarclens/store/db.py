@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -94,6 +95,13 @@ def open_db(
 
 def migration_files() -> list[tuple[int, str, str]]:
     """(version, name, sql) for every packaged migration, in order."""
+    return list(_migration_files())
+
+
+@lru_cache(maxsize=1)
+def _migration_files() -> tuple[tuple[int, str, str], ...]:
+    # Package files do not change while a process runs; an ingest opens the
+    # database once per batch and should not re-read seven SQL files each time.
     out = []
     for entry in resources.files("dmarclens.store.schema").iterdir():
         m = _MIGRATION_RE.match(entry.name)
@@ -103,11 +111,23 @@ def migration_files() -> list[tuple[int, str, str]]:
     versions = [v for v, _, _ in out]
     if len(set(versions)) != len(versions):
         raise StoreError(f"two schema migrations share a number: {versions}")
-    return out
+    return tuple(out)
 
 
 def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[int]:
-    """Apply pending migrations, each in its own transaction; return versions applied."""
+    """Apply pending migrations, each in its own transaction; return versions applied.
+
+    An up-to-date file costs one read-only query: the catalog statements
+    below are writes, and a write on every open would make every close
+    checkpoint the file.
+    """
+    wanted = [v for v, _, _ in _migration_files()]
+    try:
+        have = con.execute("SELECT list(version ORDER BY version) FROM schema_migrations").fetchone()
+    except duckdb.CatalogException:
+        have = None
+    if have is not None and have[0] == wanted:
+        return []
     con.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from dmarclens.enrich.offline import network_of
 from dmarclens.models import ItemResult, RecordBatch, Report, RunSummary
 
 if TYPE_CHECKING:
@@ -110,6 +111,12 @@ class NewReport:
     raw_xml: bytes | None = None
     raw_gz: bytes | None = None
     raw_sha256: str | None = None
+    key: str | None = None  # report.key when the caller already has it (it is a sha256 per access)
+
+    def report_key(self) -> str:
+        if self.key is None:
+            self.key = self.report.key
+        return self.key
 
     def sha256(self) -> str:
         if self.raw_sha256 is None:
@@ -167,7 +174,7 @@ def _insert_reports(con: duckdb.DuckDBPyConnection, items: list[NewReport], run_
 
     stamp = now_utc()
     reports = [i.report for i in items]
-    keys = [r.key for r in reports]  # a sha256 per access: once per report
+    keys = [i.report_key() for i in items]
     pols = [r.policy for r in reports]
     string, stamp_type = pa.string(), pa.timestamp("us", tz="UTC")
     table = pa.table({
@@ -288,14 +295,17 @@ def ip_facts_table(ips: Iterable[str], enricher: OfflineEnricher) -> pa.Table:
             facts = [enricher.lookup(ip) for ip in ips]
             cols = {name: [getattr(f, name) for f in facts] for name in (
                 "ip", "country", "asn", "as_name", "as_domain", "service_name", "service_type", "service_source")}
+        # The /24 or /48 too: traffic classification needs it for every new
+        # IP, and here it is computed where the report was parsed.
+        cols["network"] = [network_of(ip) for ip in cols["ip"]]
         return pa.table({
             name: pa.array(cols[name], pa.int32() if name == "asn" else string)
             for name in ("ip", "country", "asn", "as_name", "as_domain", "service_name", "service_type",
-                         "service_source")
+                         "service_source", "network")
         })
 
 
-_FACT_COLUMNS = "ip, country, asn, as_name, as_domain, service_name, service_type, service_source"
+_FACT_COLUMNS = "ip, country, asn, as_name, as_domain, service_name, service_type, service_source, network"
 
 
 def upsert_ip_facts(
@@ -320,8 +330,9 @@ def upsert_ip_facts(
     added = 0
     if facts:
         given = pa.concat_tables(list(facts))
-        # One table holds each IP once; several may repeat one (identical facts).
-        source = "_dl_given_facts" if len(facts) == 1 else "(SELECT DISTINCT ON (ip) * FROM _dl_given_facts)"
+        # The same IP may come twice (from two reports, or from two parts of
+        # one split report); its facts are identical.
+        source = "(SELECT DISTINCT ON (ip) * FROM _dl_given_facts)"
         con.register("_dl_given_facts", given)
         try:
             added += con.execute(

@@ -52,9 +52,9 @@ def test_pool_and_single_process_store_the_same(inbox: Path, tmp_path: Path,
     pooled: list[int] = []
     real = parallel._pooled
 
-    def spy(items: Any, workers: int) -> Any:
+    def spy(items: Any, workers: int, ahead: int = 0) -> Any:
         pooled.append(workers)
-        return real(items, workers)
+        return real(items, workers, ahead)
 
     monkeypatch.setattr(parallel, "_pooled", spy)
     one = ingest_paths([inbox], tmp_path / "one.duckdb", workers=1)
@@ -86,3 +86,54 @@ def test_short_inputs_do_not_start_a_pool(inbox: Path, monkeypatch: pytest.Monke
     raws = list(iter_paths([inbox]))[: parallel.POOL_MIN_ITEMS - 1]
     assert len(list(parallel.parse_all(raws, workers=2))) == len(raws)
     assert parallel.resolve_workers(0) >= 1 and parallel.resolve_workers(3) == 3
+
+
+def test_big_reports_parsed_in_split_processes_store_what_one_process_stores(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The big-report path (a child process, the report split across
+    processes that each look up their own IPs, the XML gzipped on a thread,
+    the database opened while the child parses) against one process: two
+    big reports (one plain, one gzipped, sharing IPs across their parts) and
+    a small one between them store exactly the same rows, and the ledger
+    hashes the files as they are on disk."""
+    import gzip
+    import hashlib
+
+    from dmarclens import fastparse
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a-big.xml").write_bytes(render(report_spec(3000, span=2 * 86400 + 3600)))
+    (folder / "b-small.xml").write_bytes(render(report_spec(5, begin=DAY0 - 86400)))
+    (folder / "c-big.xml.gz").write_bytes(gzip.compress(render(report_spec(2500, begin=DAY0 - 3 * 86400)), mtime=0))
+    one = ingest_paths([folder], tmp_path / "one.duckdb", workers=1)
+
+    big = min((folder / "a-big.xml").stat().st_size, (folder / "c-big.xml.gz").stat().st_size)
+    assert (folder / "b-small.xml").stat().st_size < big
+    monkeypatch.setattr(parallel, "BIG_ITEM_BYTES", big)
+    monkeypatch.setattr(parallel, "FACTS_SPLIT_MIN", 10)
+    monkeypatch.setattr(fastparse, "SPLIT_MIN_BYTES", 0)
+    log = tmp_path / "parts.log"  # _assemble runs in the child process
+    real = fastparse._assemble
+
+    def counting(ps: list[Any], *a: Any) -> Any:
+        with log.open("a") as fh:
+            fh.write(f"{sum(p.extra is not None for p in ps)}\n")
+        return real(ps, *a)
+
+    monkeypatch.setattr(fastparse, "_assemble", counting)
+    fastparse.set_split_processes(2)
+    try:
+        two = ingest_paths([folder], tmp_path / "two.duckdb", workers=2)
+    finally:
+        fastparse.set_split_processes(None)
+    assert log.read_text().split().count("2") == 2  # both big reports were split, and each part looked up its own IPs
+    assert one.to_json() | {"run_id": "", "seconds": 0} == two.to_json() | {"run_id": "", "seconds": 0}
+    assert dump(tmp_path / "one.duckdb") == dump(tmp_path / "two.duckdb")
+    con = duckdb.connect(str(tmp_path / "two.duckdb"), read_only=True)
+    try:
+        ledger = dict(con.execute("SELECT origin, sha256 FROM ingest_items").fetchall())
+    finally:
+        con.close()
+    for path in folder.iterdir():
+        assert ledger[str(path)] == hashlib.sha256(path.read_bytes()).hexdigest()
