@@ -146,7 +146,7 @@ def _facts_helper(ips: list[str], sender: Any) -> None:
 
 def _isolated(raw: RawItem, on_wait: Callable[[], None] | None = None) -> Parsed:
     """Parse one big item in a forked child and take back only its result."""
-    from dmarclens.fastparse import receive_pickled
+    from dmarclens.fastparse import import_pyarrow, receive_pickled
     from dmarclens.pipeline import parse_raw
 
     try:
@@ -160,6 +160,9 @@ def _isolated(raw: RawItem, on_wait: Callable[[], None] | None = None) -> Parsed
     sender.close()
     if on_wait is not None:
         try:
+            # Its result is Arrow data: load pyarrow now, while the child
+            # parses, not after it has sent the result.
+            import_pyarrow()
             on_wait()
         except BaseException:
             proc.kill()
