@@ -191,10 +191,11 @@ def _isolated_child(box: list[RawItem], sender: Any) -> None:
     the IPs of its own part as soon as it has parsed it (``set_part_hook``),
     so no phase runs on one core while the other waits.
     """
-    from dmarclens.fastparse import import_pyarrow, send_pickled, set_part_hook
+    from dmarclens.fastparse import import_pyarrow, import_pyarrow_without_numpy, send_pickled, set_part_hook
     from dmarclens.pipeline import parse_raw
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import_pyarrow_without_numpy()  # before the parts are forked: they inherit it
     raw = box.pop()
     payload = _payload(raw)
     packed: dict[str, Any] = {}
