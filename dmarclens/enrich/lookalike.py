@@ -166,6 +166,48 @@ def _added_word(label: str, owned: str) -> str | None:
     return " + ".join(f'"{w}"' for w in words)
 
 
+@lru_cache(maxsize=4096)
+def _label_shape(label: str) -> tuple[str, str, str]:
+    """(Unicode form, skeleton, without hyphens) of one ASCII label."""
+    text = to_unicode(label)
+    return text, skeleton(text), label.replace("-", "")
+
+
+def could_imitate(identifier: str, owned_domains: Iterable[str]) -> bool:
+    """Can ``lookalike_of`` match at all? A necessary condition, without the public suffix list.
+
+    Every technique compares the identifier's registrable name label with an
+    owned domain's (homoglyph: same skeleton; hyphen and other_tld: equal
+    without hyphens; typo: one edit; added_word: the owned label inside it),
+    or finds the owned registrable domain inside the identifier (embedded).
+    Those labels are not known without the list (~0.1 s to load), but each is
+    one of its domain's labels and never the last one (a public suffix has
+    at least one label), and a registrable domain ends in its domain's last
+    two labels. So when no pair of such labels passes the comparisons, and
+    the owned domain's last two labels do not occur in the identifier,
+    nothing can match. Most identifiers in real reports (the user's own
+    domains, ESPs, mailbox providers) are ruled out here.
+    """
+    ident = to_ascii(identifier.strip().lower().rstrip("."))
+    if not ident:
+        return False
+    wrapped = "." + ident + "."
+    labels = [_label_shape(x) for x in ident.split(".") if x]
+    for dom in owned_domains:
+        parts = to_ascii(dom.strip().lower().rstrip(".")).split(".")
+        if "." + ".".join(parts[-2:]) + "." in wrapped:
+            return True
+        for o_label in parts[:-1]:
+            if not o_label:
+                continue
+            o_text, o_skel, o_bare = _label_shape(o_label)
+            for text, skel, bare in labels:
+                if (bare == o_bare or skel == o_skel or o_text in text
+                        or one_edit(text, o_text) is not None):
+                    return True
+    return False
+
+
 def lookalike_of(identifier: str | None, owned_domains: Iterable[str]) -> LookalikeMatch | None:
     """The first way ``identifier`` imitates one of ``owned_domains``, or None.
 
@@ -181,6 +223,13 @@ def lookalike_of(identifier: str | None, owned_domains: Iterable[str]) -> Lookal
     ident_ascii = to_ascii(ident)
     if not ident or any(ident_ascii == d or ident_ascii.endswith("." + d) for d in owned_ascii):
         return None
+    if not could_imitate(ident_ascii, owned):
+        return None  # no technique can match: the public suffix list is not even loaded
+    return _match(ident, ident_ascii, owned, owned_ascii)
+
+
+def _match(ident: str, ident_ascii: str, owned: list[str], owned_ascii: set[str]) -> LookalikeMatch | None:
+    """``lookalike_of`` past its cheap checks: the techniques, with the public suffix list."""
     parts = split_registrable(ident_ascii)
     if parts is None:
         return None
