@@ -224,8 +224,10 @@ def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: 
 def classify_after_ingest(path: Path, settings: Any) -> None:
     """Traffic classes and lookalikes for what was just stored: SQL only, no DNS.
 
-    Runs after the ingest committed, so a failure here never loses a report;
-    it is one warning line and the exit code stays the ingest's.
+    Incremental (only the rows the new records can change; docs/identity.md),
+    one connection, one transaction. Runs after the ingest committed, so a
+    failure here never loses a report; it is one warning line and the exit
+    code stays the ingest's, and the next run classifies the rows left over.
     """
     try:
         from dmarclens.enrich.rdns import enrich_db

@@ -99,6 +99,7 @@ class EnrichStats:
     seconds: float
     classified: int = 0
     lookalikes: int = 0
+    classify_mode: str = "full"  # or "incremental": only the rows new records can change
 
 
 def parse_nameserver(text: str) -> tuple[str, int]:
@@ -702,12 +703,17 @@ def enrich_db(
     settings_raw: Mapping[str, Any] | None = None,
     owned_domains: Sequence[str] = (),
     resolve: bool = True,
+    incremental: bool | None = None,
 ) -> EnrichStats:
-    """Library entry point behind ``dmarclens enrich``.
+    """Library entry point behind ``dmarclens enrich`` and the classification after every ingest.
 
-    Reads the pending IPs and closes the database, resolves with no connection
-    open (a dashboard or a cron ingest can use the file meanwhile), then writes
-    every result, the traffic classes and the lookalike table in one transaction.
+    With ``resolve`` it reads the pending IPs and closes the database, resolves
+    with no connection open (a dashboard or a cron ingest can use the file
+    meanwhile), then writes every result, the traffic classes and the
+    lookalike table in one transaction, recomputing every class (reverse DNS
+    feeds the forwarder and override rules). Without ``resolve`` (after an
+    ingest) it opens the database once and, by default, only recomputes the
+    rows that the new records can change (``classify.update``).
     """
     import contextlib
     import time
@@ -718,22 +724,26 @@ def enrich_db(
     from dmarclens.store import db as dbmod
 
     started = time.monotonic()
-    with dbmod.open_db(db_path, lock_timeout=lock_timeout) as con:
-        ips = pending_ips(con, refresh_days=refresh_days) if resolve else []
+    if incremental is None:
+        incremental = not resolve
+    rules = classify.rules_from_settings(settings_raw or {})  # a config error before any work
+    ips: list[str] = []
     results: list[RdnsResult] = []
-    if ips:
-        log.info("resolving %d IPs (%d in flight, %.1fs timeout)", len(ips), concurrency, timeout)
-        results = resolve_many(ips, nameservers=nameservers, timeout=timeout, concurrency=concurrency)
+    if resolve:
+        with dbmod.open_db(db_path, lock_timeout=lock_timeout) as con:
+            ips = pending_ips(con, refresh_days=refresh_days)
+        if ips:
+            log.info("resolving %d IPs (%d in flight, %.1fs timeout)", len(ips), concurrency, timeout)
+            results = resolve_many(ips, nameservers=nameservers, timeout=timeout, concurrency=concurrency)
     by_status: dict[str, int] = {}
     for r in results:
         by_status[r.status] = by_status.get(r.status, 0) + 1
     with dbmod.open_db(db_path, lock_timeout=lock_timeout) as con:
         con.execute("BEGIN TRANSACTION")
         try:
-            store_results(con, results)
-            rules = classify.rules_from_settings(settings_raw or {})
-            classified = classify.refresh(con, rules)
-            lookalikes = classify.refresh_lookalikes(con, owned_domains)
+            if results:
+                store_results(con, results)
+            done = classify.update(con, rules, owned_domains, incremental=incremental)
             con.execute("COMMIT")
         except BaseException as e:
             # A failed COMMIT (disk full) has already ended the transaction.
@@ -742,7 +752,10 @@ def enrich_db(
             if isinstance(e, duckdb.Error):
                 raise StoreError(f"database {db_path}: enrichment not stored: {' '.join(str(e).split())}") from e
             raise
+    log.debug("traffic classes: %s refresh (%s), %d rows recomputed, %d changed; lookalikes %s",
+              done.mode, done.reason, done.recomputed, done.changed, done.lookalikes_mode)
     return EnrichStats(
         considered=len(ips), resolved=len(results), by_status=by_status,
-        seconds=time.monotonic() - started, classified=classified, lookalikes=lookalikes,
+        seconds=time.monotonic() - started, classified=done.changed, lookalikes=done.lookalikes,
+        classify_mode=done.mode,
     )
