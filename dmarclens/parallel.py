@@ -191,7 +191,7 @@ def _isolated_child(box: list[RawItem], sender: Any) -> None:
     the IPs of its own part as soon as it has parsed it (``set_part_hook``),
     so no phase runs on one core while the other waits.
     """
-    from dmarclens.fastparse import import_pyarrow, import_pyarrow_without_numpy, send_pickled, set_part_hook
+    from dmarclens.fastparse import import_pyarrow_without_numpy, send_pickled, set_part_hook
     from dmarclens.pipeline import parse_raw
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -229,8 +229,8 @@ def _isolated_child(box: list[RawItem], sender: Any) -> None:
     if item is not None and item.report is not None and len(item.report.records):
         records = item.report.records
         extras = getattr(records, "part_extras", None)
-        if extras:  # the split parse looked each part's IPs up
-            parsed.ip_facts = extras[0] if len(extras) == 1 else import_pyarrow().concat_tables(extras)
+        if extras:  # the split parse looked each part's IPs up (an IP may be in two parts)
+            parsed.ip_facts = extras
             records.part_extras = []
         else:
             from dmarclens.store import write

@@ -46,7 +46,7 @@ class Parsed:
     size_bytes: int | None = None
     raw_gz: bytes | None = None  # the report XML gzipped for report_raw (see pack_xml)
     raw_sha256: str | None = None  # of the report XML
-    ip_facts: Any = None  # Arrow table of offline IP facts, when a parse worker looked them up
+    ip_facts: Any = None  # Arrow table(s) of offline IP facts, when a parse worker looked them up
     key: str | None = None  # report.key (a sha256), computed once where the report was parsed
 
 
@@ -248,7 +248,8 @@ class Ingestor:
         results: list[ItemResult] = []
         ips: set[str] = set()
         to_store: list[write.NewReport] = []
-        facts = [p.ip_facts for p in pending if p.ip_facts is not None]
+        facts = [t for p in pending if p.ip_facts is not None
+                 for t in (p.ip_facts if isinstance(p.ip_facts, list) else [p.ip_facts])]
         trust: list[security.TrustRow] = []
         for p in pending:
             res = _base_result(p.raw, sha256=p.sha256, size_bytes=p.size_bytes)

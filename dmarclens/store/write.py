@@ -318,9 +318,9 @@ def upsert_ip_facts(
     """Add offline facts for IPs not yet in ip_info; return how many were added.
 
     ``facts`` are tables from ``ip_facts_table`` made where the reports were
-    parsed; only IPs they do not cover are looked up here. ``enricher`` may be
-    a function returning one, so the MMDB is not even opened when the facts
-    cover everything. New IPs are looked up in slices of ``IP_SLICE`` so a
+    parsed, each listing an IP once; only IPs they do not cover are looked up
+    here. ``enricher`` may be a function returning one, so the MMDB is not
+    even opened when the facts cover everything. New IPs are looked up in slices of ``IP_SLICE`` so a
     report with 200,000 new addresses never holds 200,000 fact objects.
     """
     from dmarclens.fastparse import import_pyarrow
@@ -328,21 +328,20 @@ def upsert_ip_facts(
     pa = import_pyarrow()
     stamp = now_utc()
     added = 0
-    if facts:
-        given = pa.concat_tables(list(facts))
-        # The same IP may come twice (from two reports, or from two parts of
-        # one split report); its facts are identical.
-        source = "(SELECT DISTINCT ON (ip) * FROM _dl_given_facts)"
+    for given in facts:
+        # One table at a time, each holding an IP once: a later table's IPs
+        # that an earlier one added are dropped by the anti-join, which costs
+        # far less memory than deduplicating all of them together.
         con.register("_dl_given_facts", given)
         try:
             added += con.execute(
                 f"INSERT INTO ip_info ({_FACT_COLUMNS}, offline_resolved_at) "
-                f"SELECT {_FACT_COLUMNS}, ? FROM {source} f ANTI JOIN ip_info USING (ip)",
+                f"SELECT {_FACT_COLUMNS}, ? FROM _dl_given_facts f ANTI JOIN ip_info USING (ip)",
                 [stamp],
             ).fetchone()[0]
         finally:
             con.unregister("_dl_given_facts")
-        del given
+    if facts:
         pa.default_memory_pool().release_unused()
     ip_list = list(ips)  # IPs the given facts do not cover are dropped by the anti-join below
     if not ip_list:
