@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,10 +198,14 @@ def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: 
 
     settings = run_guarded(load_settings, config=config, db=db)
     configure_security(settings)
+    if _OWN_PROCESS and not with_enrich:  # parse, store, classify, exit: nothing converts to NumPy
+        from dmarclens.fastparse import declare_numpy_free
+
+        declare_numpy_free()
     progress = Progress(enabled=not as_json)
     summary = run_guarded(
         ingest_paths, paths, settings.db, lock_timeout=settings.lock_timeout, progress=progress,
-        workers=workers,
+        workers=workers, after_commit=None if with_enrich else classify_hook(settings),
     )
     progress.done()
     if as_json:
@@ -216,9 +221,26 @@ def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: 
         from dmarclens.commands.enrich import enrich_after_ingest
 
         enrich_after_ingest(settings)
-    elif summary.stored:
-        classify_after_ingest(settings.db, settings)
     sys.exit(summary.exit_code)
+
+
+def classify_hook(settings: Any) -> Callable[[Any], None] | None:
+    """``classify_after_ingest`` as an ``after_commit`` hook: it runs on the
+    connection the ingest committed with, instead of opening the file again."""
+    try:
+        from dmarclens.enrich import classify
+        from dmarclens.enrich.rdns import classify_on
+    except ImportError:
+        return None
+
+    def hook(con: Any) -> None:
+        try:
+            rules = classify.rules_from_settings(settings.raw)
+            classify_on(con, settings.db, rules, settings.domains, incremental=True)
+        except DmarcLensError as e:
+            click.echo(f"dmarclens: warning: traffic classes not updated: {e}", err=True)
+
+    return hook
 
 
 def classify_after_ingest(path: Path, settings: Any) -> None:
@@ -497,7 +519,14 @@ def schema_docs(output: str, check: bool) -> None:
     click.echo(f"wrote {out}", err=True)
 
 
+_OWN_PROCESS = False
+"""True when ``main()`` runs, i.e. the process is the ``dmarclens`` command
+itself and not a program (or test) that invokes the click group."""
+
+
 def main() -> None:
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     try:
         cli(prog_name="dmarclens")
     finally:

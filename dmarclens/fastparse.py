@@ -104,20 +104,36 @@ class _HideNumpy:
         return None
 
 
+_numpy_free = False
+
+
+def declare_numpy_free() -> None:
+    """Say that this whole process will never convert Arrow data to NumPy or
+    pandas (the ``dmarclens ingest`` command: parse, store, classify, exit),
+    so pyarrow is loaded without NumPy here too: 0.1 s and 10 MB less."""
+    global _numpy_free
+    _numpy_free = True
+
+
 def import_pyarrow_without_numpy() -> Any:
     """pyarrow for a parsing process that dmarclens forked and that exits
     after parsing: loaded without NumPy (optional to pyarrow), which is two
     thirds of its 0.15 s import. NumPy conversions then fail in this process,
-    so never call it in a process that runs user code, only in children.
+    so never call it in a process that runs user code, only in children (or
+    where ``declare_numpy_free`` was called).
     """
-    if "pyarrow" not in sys.modules:
+    _load_pyarrow_hiding_numpy()
+    return import_pyarrow()
+
+
+def _load_pyarrow_hiding_numpy() -> None:
+    if "pyarrow" not in sys.modules and "numpy" not in sys.modules:
         hook = _HideNumpy()
         sys.meta_path.insert(0, hook)
         try:
             import pyarrow  # noqa: F401
         finally:
             sys.meta_path.remove(hook)
-    return import_pyarrow()
 
 
 @lru_cache(maxsize=1)
@@ -131,6 +147,8 @@ def import_pyarrow() -> Any:
     pandas interop still works afterwards: ``to_pandas``/``from_pandas``
     check again and import pandas then.
     """
+    if _numpy_free:
+        _load_pyarrow_hiding_numpy()
     import pyarrow as pa
 
     if "pandas" not in sys.modules:

@@ -18,9 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from dmarclens import security
 from dmarclens.enrich.offline import shared_enricher
@@ -29,6 +27,9 @@ from dmarclens.models import ItemResult, ParsedItem, RawItem, RunSummary
 from dmarclens.parse import parse_payload
 from dmarclens.store import db as dbmod
 from dmarclens.store import rollups, write
+
+if TYPE_CHECKING:
+    import duckdb
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,11 @@ class Ingestor:
     _domains: tuple[str, ...] = ()
     _started: float = field(default_factory=time.monotonic)
     _con: duckdb.DuckDBPyConnection | None = None  # opened while a big report was parsed (_open_early)
+    after_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+    """Called once, after the run's last commit, on the same connection, when
+    the run stored something (the CLI classifies traffic there). What it
+    does is its own transaction: an error in it is logged, never undoes the
+    ingest, and never changes the run's result."""
 
     @property
     def run_id(self) -> str:
@@ -168,6 +174,8 @@ class Ingestor:
             self._con = dbmod.connect(self.db_path, lock_timeout=self.lock_timeout)
 
     def _close_early(self) -> None:
+        import duckdb
+
         if self._con is not None:
             with contextlib.suppress(duckdb.Error):
                 self._con.close()
@@ -200,6 +208,8 @@ class Ingestor:
         self._pending_bytes = 0
         if not pending and not finished:
             return []
+        import duckdb  # here, not at import: the big-report child is forked before it is loaded
+
         results: list[ItemResult] = []
         with self._connection() as con:
             # One DuckDB thread: a batch write is a few bulk INSERTs, and parse
@@ -232,11 +242,21 @@ class Ingestor:
                         f"rolled back, nothing of it is stored ({' '.join(str(e).split())[:300]})"
                     ) from e
                 raise
+            if finished and self.after_commit is not None and self.summary.stored:
+                self._after_commit(con)
         self._run_written = True
         if self.progress:
             for r in results:
                 self.progress(r)
         return results
+
+    def _after_commit(self, con: duckdb.DuckDBPyConnection) -> None:
+        assert self.after_commit is not None
+        try:
+            con.execute("RESET threads")  # the batch writes used one; the hook may scan the whole file
+            self.after_commit(con)
+        except Exception as e:  # noqa: BLE001 - the ingest is committed; this must not undo or fail it
+            log.warning("database %s: after the ingest: %s", self.db_path, " ".join(str(e).split())[:300])
 
     def finish(self) -> RunSummary:
         self.flush(finished=True)
@@ -349,10 +369,12 @@ def ingest_paths(
     lock_timeout: float = 30.0,
     progress: ProgressFn | None = None,
     workers: int = 1,
+    after_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> RunSummary:
-    """Library entry point behind ``dmarclens ingest`` (``workers``: parsing processes, 0 = per core)."""
+    """Library entry point behind ``dmarclens ingest`` (``workers``: parsing processes, 0 = per core;
+    ``after_commit``: see ``Ingestor.after_commit``)."""
     from dmarclens.sources.files import iter_paths
 
     ingestor = Ingestor(db_path=Path(db_path), command=command, lock_timeout=lock_timeout, progress=progress,
-                        workers=workers)
+                        workers=workers, after_commit=after_commit)
     return ingestor.run(iter_paths([str(p) for p in paths]))

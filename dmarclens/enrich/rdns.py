@@ -692,6 +692,42 @@ class EnrichOptions:
         return opts
 
 
+def classify_on(
+    con: duckdb.DuckDBPyConnection,
+    db_path: str | Path,
+    rules: Any,
+    owned_domains: Sequence[str] = (),
+    *,
+    incremental: bool = True,
+    results: Sequence[RdnsResult] = (),
+) -> Any:
+    """Store reverse-DNS ``results`` (if any), then traffic classes and
+    lookalikes, in one transaction on an open connection; return what
+    ``classify.update`` did. The ingest calls it on the connection it has
+    just committed with (``Ingestor.after_commit``), which saves opening the
+    file again."""
+    import contextlib
+
+    import duckdb
+
+    from dmarclens.enrich import classify
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if results:
+            store_results(con, list(results))
+        done = classify.update(con, rules, owned_domains, incremental=incremental)
+        con.execute("COMMIT")
+    except BaseException as e:
+        # A failed COMMIT (disk full) has already ended the transaction.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        if isinstance(e, duckdb.Error):
+            raise StoreError(f"database {db_path}: enrichment not stored: {' '.join(str(e).split())}") from e
+        raise
+    return done
+
+
 def enrich_db(
     db_path: str | Path,
     *,
@@ -715,10 +751,7 @@ def enrich_db(
     ingest) it opens the database once and, by default, only recomputes the
     rows that the new records can change (``classify.update``).
     """
-    import contextlib
     import time
-
-    import duckdb
 
     from dmarclens.enrich import classify
     from dmarclens.store import db as dbmod
@@ -739,19 +772,7 @@ def enrich_db(
     for r in results:
         by_status[r.status] = by_status.get(r.status, 0) + 1
     with dbmod.open_db(db_path, lock_timeout=lock_timeout) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            if results:
-                store_results(con, results)
-            done = classify.update(con, rules, owned_domains, incremental=incremental)
-            con.execute("COMMIT")
-        except BaseException as e:
-            # A failed COMMIT (disk full) has already ended the transaction.
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            if isinstance(e, duckdb.Error):
-                raise StoreError(f"database {db_path}: enrichment not stored: {' '.join(str(e).split())}") from e
-            raise
+        done = classify_on(con, db_path, rules, owned_domains, incremental=incremental, results=results)
     log.debug("traffic classes: %s refresh (%s), %d rows recomputed, %d changed; lookalikes %s",
               done.mode, done.reason, done.recomputed, done.changed, done.lookalikes_mode)
     return EnrichStats(

@@ -16,10 +16,12 @@ from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from dmarclens.errors import LockedError, StoreError
+
+if TYPE_CHECKING:
+    import duckdb
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ def connect(
     file that does not exist is an error (there is nothing to read), and the
     message says how to create it.
     """
+    import duckdb
+
     path = Path(path)
     if read_only and not path.exists():
         raise StoreError(f"database {path}: not found (run `dmarclens ingest PATH --db {path}` first)")
@@ -121,6 +125,8 @@ def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[int]:
     below are writes, and a write on every open would make every close
     checkpoint the file.
     """
+    import duckdb
+
     wanted = [v for v, _, _ in _migration_files()]
     try:
         have = con.execute("SELECT list(version ORDER BY version) FROM schema_migrations").fetchone()

@@ -11,8 +11,10 @@ rows, and :func:`compact` folds them together when an operator wants to.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import duckdb
+if TYPE_CHECKING:
+    import duckdb
 
 ROLLUP_TABLE = "rollup_source_daily"
 

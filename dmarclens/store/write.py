@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import duckdb
-
 from dmarclens.enrich.offline import network_of
 from dmarclens.models import ItemResult, RecordBatch, Report, RunSummary
 
 if TYPE_CHECKING:
+    import duckdb
     import pyarrow as pa
 
     from dmarclens.enrich.offline import OfflineEnricher
