@@ -293,6 +293,11 @@ class ColumnarRecords(RecordBatch):
         self._cache: dict[str, list[Any]] = {}
         self.vetted: _Vetted | None = None
         self.part_extras: list[Any] = []  # see set_part_hook
+        # Rows held in a batch shared with the other reports of a pool
+        # worker's chunk (report_key first): (batch, first row, rows). A
+        # worker sends the span alone; the writer attaches the batch.
+        self.chunk: tuple[pa.RecordBatch, int, int] | None = None
+        self.span: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return self._rows
@@ -308,12 +313,13 @@ class ColumnarRecords(RecordBatch):
     __hash__ = None  # type: ignore[assignment]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"batches": self.batches, "tail": self.tail, "_rows": self._rows,
+        return {"batches": self.arrow_batches() if self.chunk is not None else self.batches,
+                "tail": self.tail, "_rows": self._rows,
                 "_messages": self._messages, "_cache": {}, "vetted": self.vetted,
-                "part_extras": self.part_extras}
+                "part_extras": self.part_extras, "chunk": None, "span": self.span}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"chunk": None, "span": None, **state})
 
     @property
     def messages(self) -> int:
@@ -354,6 +360,7 @@ class ColumnarRecords(RecordBatch):
         """
         had_arrow = bool(self.batches)
         self.batches = []
+        self.chunk = None
         self.tail = RowChunk()
         self._cache.clear()
         self._released = True
@@ -362,12 +369,32 @@ class ColumnarRecords(RecordBatch):
 
     def arrow_batches(self) -> list[pa.RecordBatch]:
         """All rows as Arrow batches (the tail converted on the fly)."""
-        return [*self.batches, self.tail.to_arrow()] if len(self.tail) else list(self.batches)
+        own = list(self.batches)
+        if self.chunk is not None:
+            batch, start, n = self.chunk
+            own.append(batch.slice(start, n).drop_columns(["report_key"]))
+        return [*own, self.tail.to_arrow()] if len(self.tail) else own
+
+    def share(self, start: int) -> None:
+        """Hand the tail rows over to a chunk batch built by the caller from
+        them, starting at row ``start`` (``dmarclens.parallel``)."""
+        self.span = (start, len(self.tail))
+        self.tail = RowChunk()
+        self._cache.clear()
+
+    def attach(self, batch: pa.RecordBatch) -> None:
+        """The writer's side of ``share``: the chunk batch has arrived."""
+        if self.span is not None:
+            self.chunk = (batch, *self.span)
+            self.span = None
 
     def unique_source_ips(self) -> set[str]:
         """Distinct source IPs, without a Python list of every row."""
         i = ROW_FIELDS.index("source_ip")
         ips = {r[i] for r in self.tail.rows}
+        if self.chunk is not None:
+            batch, start, n = self.chunk
+            ips.update(batch.column(1 + ARROW_COLUMNS.index("source_ip")).slice(start, n).to_pylist())
         for b in self.batches:
             # to_pylist, not Array.unique: that loads pyarrow.compute (~10 MB)
             # into a process that otherwise never needs it.
@@ -380,7 +407,7 @@ class ColumnarRecords(RecordBatch):
         cached = self._cache.get(name)
         if cached is None:
             cached = []
-            for b in self.batches:
+            for b in self.arrow_batches() if self.chunk is not None else self.batches:
                 values = b.column(ARROW_COLUMNS.index(name)).to_pylist()
                 if name in ("interval_begin", "interval_end"):
                     values = [v.astimezone(UTC) for v in values]
@@ -411,7 +438,21 @@ def record_batches_for(items: Iterable[tuple[str, RecordBatch]]) -> Iterator[pa.
     """
     merged: list[tuple[Any, ...]] = []
     keys: list[str] = []
+    shared: list[list[Any]] = []  # [batch, first row, rows] runs of pool workers' chunk batches
+    shared_rows = 0
     for key, batch in items:
+        chunk = getattr(batch, "chunk", None)
+        if chunk is not None:
+            b, start, n = chunk
+            if shared and shared[-1][0] is b and shared[-1][1] + shared[-1][2] == start:
+                shared[-1][2] += n  # the next report of the same chunk: one run
+            else:
+                shared.append([b, start, n])
+            shared_rows += n
+            if shared_rows >= CHUNK_ROWS:
+                yield _shared_table(shared)
+                shared, shared_rows = [], 0
+            continue
         if isinstance(batch, ColumnarRecords):
             for b in batch.batches:
                 yield _with_key(b, key)
@@ -433,6 +474,15 @@ def record_batches_for(items: Iterable[tuple[str, RecordBatch]]) -> Iterator[pa.
         with gc_paused():
             converted = RowChunk(merged).to_arrow(keys)
         yield converted
+    if shared:
+        yield _shared_table(shared)
+
+
+def _shared_table(runs: list[list[Any]]) -> pa.Table:
+    """Runs of chunk batches as one table: usually whole batches (every
+    report of a worker's chunk is stored), so nothing is copied."""
+    pa = import_pyarrow()
+    return pa.Table.from_batches([b if start == 0 and n == b.num_rows else b.slice(start, n) for b, start, n in runs])
 
 
 def _with_key(batch: pa.RecordBatch, key: str) -> pa.RecordBatch:

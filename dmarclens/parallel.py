@@ -25,7 +25,6 @@ import os
 import pickle
 import signal
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, islice
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dmarclens.models import RawItem
     from dmarclens.pipeline import Parsed
+    from dmarclens.sources.files import FileTask
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ BIG_ITEM_BYTES = 4 * 1024 * 1024
 their own when more than one worker is allowed."""
 
 
-def parse_all(raws: Iterable[RawItem], *, workers: int | None = 1, ahead: int = 0,
+def parse_all(raws: Iterable[RawItem | FileTask], *, workers: int | None = 1, ahead: int = 0,
               on_wait: Callable[[], None] | None = None) -> Iterator[Parsed]:
     """Every item parsed, in input order, by ``workers`` processes.
 
@@ -83,6 +83,7 @@ def parse_all(raws: Iterable[RawItem], *, workers: int | None = 1, ahead: int = 
     """
     from dmarclens.fastparse import set_split_processes, split_processes
     from dmarclens.pipeline import parse_raw
+    from dmarclens.sources.files import expand
 
     n = resolve_workers(workers)
     items = iter(raws)
@@ -90,12 +91,13 @@ def parse_all(raws: Iterable[RawItem], *, workers: int | None = 1, ahead: int = 
         before = split_processes()
         set_split_processes(1)
         try:
-            yield from map(parse_raw, items)
+            yield from map(parse_raw, (raw for item in items for raw in expand(item)))
         finally:
             set_split_processes(before)
         return
     head = list(islice(items, POOL_MIN_ITEMS))
     if len(head) < POOL_MIN_ITEMS:
+        head = [raw for item in head for raw in expand(item)]
         head.reverse()
         while head:
             raw = head.pop()
@@ -291,46 +293,160 @@ def _facts_in_two(ips: list[str]) -> Any:
     return import_pyarrow().concat_tables(tables)
 
 
+FILE_TASK_BYTES = 64 * 1024
+"""What a file that a worker reads counts for against ``AHEAD_BYTES`` (its
+size is not known without a stat per file)."""
+
 AHEAD_BYTES = 64 * 1024 * 1024
 """Input bytes the pool may hold in flight beyond its minimum window: the
 bound on what parsing ahead of the writer costs in memory."""
 
 
-def _pooled(items: Iterator[RawItem], workers: int, ahead: int = 0) -> Iterator[Parsed]:
+def _pooled(items: Iterator[RawItem | FileTask], workers: int, ahead: int = 0) -> Iterator[Parsed]:
+    """Chunks of items to ``workers`` processes, results back in input order.
+
+    Not ``multiprocessing.Pool``: its worker-handler thread waits on the
+    result pipe too and spins while a result sits unread, which on this
+    writer-bound path burnt ~0.7 s of CPU per 10,000 reports and fought the
+    writer for the GIL. Here one thread sends tasks (a send may block while
+    a worker is itself sending), one receives results (Arrow buffers out of
+    band, see ``send_pickled``) so workers never wait on a full pipe while
+    the writer commits, and a worker that dies has its chunks parsed
+    in-process instead.
+    """
+    import queue
+
+    from dmarclens.sources.files import FileTask
+
     ctx = _context()
     least = workers * 3  # chunks always in flight, whatever their size
     most = max(least, -(-ahead // CHUNK_ITEMS))
-    pool = ctx.Pool(workers, initializer=_init_worker)
+    procs: list[Any] = []
+    conns: list[Any] = []
+    for _ in range(workers):
+        mine, theirs = ctx.Pipe(duplex=True)
+        proc = ctx.Process(target=_worker_main, args=(theirs,), daemon=True)
+        proc.start()
+        theirs.close()
+        procs.append(proc)
+        conns.append(mine)
+    outbox: queue.SimpleQueue[tuple[int, Any] | None] = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[tuple[bool, int, Any]] = queue.SimpleQueue()
+    feeder = threading.Thread(target=_feed, args=(conns, outbox), daemon=True)
+    feeder.start()
+    receiver = threading.Thread(target=_receive, args=(conns, inbox), daemon=True)
+    receiver.start()
+    chunks: dict[int, tuple[list[Any], int, int]] = {}  # seq -> (chunk, size, worker), until its result is out
+    results: dict[int, Any] = {}
+    busy = [0] * workers
+    alive = [True] * workers
+    submitted = emitted = in_flight = 0
+    exhausted = False
     try:
-        pending: deque[tuple[Any, int]] = deque()
-        in_flight = 0
-
-        def submit() -> bool:
-            nonlocal in_flight
-            chunk = list(islice(items, CHUNK_ITEMS))
-            if not chunk:
-                return False
-            size = sum(len(raw.data) for raw in chunk)
-            in_flight += size
-            pending.append((pool.apply_async(_parse_chunk, (chunk,)), size))
-            return True
-
-        def fill() -> None:
-            while len(pending) < least or (len(pending) < most and in_flight < AHEAD_BYTES):
-                if not submit():
-                    return
-
-        fill()
-        while pending:
-            result, size = pending.popleft()
-            done = result.get()
+        while True:
+            while not exhausted and (len(chunks) < least or (len(chunks) < most and in_flight < AHEAD_BYTES)):
+                chunk = list(islice(items, CHUNK_ITEMS))
+                if not chunk:
+                    exhausted = True
+                    break
+                size = sum(FILE_TASK_BYTES if isinstance(raw, FileTask) else len(raw.data) for raw in chunk)
+                live = [w for w in range(workers) if alive[w]]
+                if live:
+                    w = min(live, key=busy.__getitem__)
+                    busy[w] += 1
+                    outbox.put((w, (submitted, chunk)))
+                else:
+                    w = -1
+                    results[submitted] = _parse_chunk(chunk)
+                chunks[submitted] = (chunk, size, w)
+                in_flight += size
+                submitted += 1
+            if emitted not in results:
+                if emitted not in chunks:
+                    break  # everything submitted has been handed out
+                ok, w, payload = inbox.get()
+                if ok:
+                    busy[w] -= 1
+                    seq, result = payload
+                    results[seq] = result
+                elif alive[w]:  # every result it sent before dying came first
+                    alive[w] = False
+                    lost = sorted(q for q, (_, _, owner) in chunks.items() if owner == w and q not in results)
+                    procs[w].join(timeout=1)
+                    log.warning("a parsing process died (exit %s); parsing its %d chunk(s) in-process",
+                                procs[w].exitcode, len(lost))
+                    for q in lost:
+                        results[q] = _parse_chunk(chunks[q][0])
+                    busy[w] = 0
+                continue
+            done, batch = results.pop(emitted)
+            _, size, _ = chunks.pop(emitted)
             in_flight -= size
-            fill()
+            emitted += 1
+            if batch is not None:
+                for p in done:
+                    attach = getattr(p.item.report.records, "attach", None) if p.item and p.item.report else None
+                    if attach is not None:
+                        attach(batch)
             yield from done
-        pool.close()
     finally:
-        pool.terminate()
-        pool.join()
+        outbox.put(None)
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+        for proc in procs:
+            proc.join()
+        feeder.join(timeout=5)
+        receiver.join(timeout=5)  # it ends on the workers' end of file
+        for conn in conns:
+            conn.close()
+
+
+def _receive(conns: list[Any], inbox: Any) -> None:
+    """Take every result as soon as a worker sends it; (False, worker, None)
+    once a worker's pipe is closed (it exited or died)."""
+    from multiprocessing.connection import wait
+
+    from dmarclens.fastparse import receive_pickled
+
+    live = list(conns)
+    while live:
+        for conn in wait(live):
+            w = conns.index(conn)
+            try:
+                inbox.put((True, w, receive_pickled(conn)))
+            except (EOFError, OSError, pickle.UnpicklingError):
+                live.remove(conn)
+                inbox.put((False, w, None))
+
+
+def _feed(conns: list[Any], outbox: Any) -> None:
+    """Send queued tasks to their workers (a thread: a send blocks while the
+    worker's end of the pipe is full)."""
+    from dmarclens.fastparse import send_pickled
+
+    while True:
+        job = outbox.get()
+        if job is None:
+            return
+        w, task = job
+        try:
+            send_pickled(conns[w], task)
+        except (OSError, ValueError):
+            continue  # the worker is gone; the reader notices and parses its chunks in-process
+
+
+def _worker_main(conn: Any) -> None:
+    """A pool worker: parse chunks until the writer closes the pipe."""
+    from dmarclens.fastparse import receive_pickled, send_pickled
+
+    _init_worker()
+    while True:
+        try:
+            seq, chunk = receive_pickled(conn)
+        except (EOFError, OSError):
+            return
+        send_pickled(conn, (seq, _parse_chunk(chunk)))
 
 
 def _context() -> Any:
@@ -348,15 +464,46 @@ def _init_worker() -> None:
     # their own SIGINT first would only add tracebacks to the terminal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The pool already keeps every core busy: a big report is not split again.
-    from dmarclens.fastparse import set_split_processes
+    from dmarclens.fastparse import import_pyarrow_without_numpy, set_split_processes
 
     set_split_processes(1)
+    # The parser builds Arrow data: load pyarrow now, without NumPy. With
+    # NumPy came OpenBLAS and its spinning threads, which burnt a share of
+    # the very cores the workers parse on.
+    import_pyarrow_without_numpy()
 
 
-def _parse_chunk(chunk: list[RawItem]) -> list[Parsed]:
+def _parse_chunk(chunk: list[RawItem | FileTask]) -> tuple[list[Parsed], Any]:
     # No IP lookups here: small reports repeat the same senders, so the
     # writer's anti-join leaves few IPs to look up, while facts for every
     # report cost more to look up, pickle and unpickle than they save.
     from dmarclens.pipeline import parse_raw
+    from dmarclens.sources.files import expand
 
-    return [parse_raw(raw) for raw in chunk]
+    return _share_rows([parse_raw(raw) for item in chunk for raw in expand(item)])
+
+
+def _share_rows(parsed: list[Parsed]) -> tuple[list[Parsed], Any]:
+    """The rows of a chunk's short reports as one Arrow batch (report_key first).
+
+    Why: the single writer is the pool's limit. Rows sent as Python tuples
+    cost it an object per value to unpickle and a conversion to Arrow; one
+    batch per chunk arrives as a few buffers and goes to DuckDB as it is.
+    Each report keeps its span of the batch (``ColumnarRecords.share``).
+    """
+    from dmarclens.fastparse import ColumnarRecords, RowChunk, gc_paused
+
+    rows: list[tuple[Any, ...]] = []
+    keys: list[str] = []
+    for p in parsed:
+        records = p.item.report.records if p.item is not None and p.item.report is not None else None
+        if isinstance(records, ColumnarRecords) and not records.batches and len(records.tail):
+            assert p.key is not None
+            start = len(rows)
+            rows.extend(records.tail.rows)
+            keys.extend([p.key] * (len(rows) - start))
+            records.share(start)
+    if not rows:
+        return parsed, None
+    with gc_paused():
+        return parsed, RowChunk(rows).to_arrow(keys)

@@ -31,6 +31,8 @@ from dmarclens.store import rollups, write
 if TYPE_CHECKING:
     import duckdb
 
+    from dmarclens.sources.files import FileTask
+
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[ItemResult], None]
@@ -144,7 +146,7 @@ class Ingestor:
     def run_id(self) -> str:
         return self.summary.run_id
 
-    def run(self, raws: Iterable[RawItem]) -> RunSummary:
+    def run(self, raws: Iterable[RawItem | FileTask]) -> RunSummary:
         """Parse and store everything; the caller gets one summary."""
         from dmarclens.parallel import POOL_BATCH_ITEMS, parse_all
 
@@ -373,8 +375,8 @@ def ingest_paths(
 ) -> RunSummary:
     """Library entry point behind ``dmarclens ingest`` (``workers``: parsing processes, 0 = per core;
     ``after_commit``: see ``Ingestor.after_commit``)."""
-    from dmarclens.sources.files import iter_paths
+    from dmarclens.sources.files import iter_path_tasks
 
     ingestor = Ingestor(db_path=Path(db_path), command=command, lock_timeout=lock_timeout, progress=progress,
                         workers=workers, after_commit=after_commit)
-    return ingestor.run(iter_paths([str(p) for p in paths]))
+    return ingestor.run(iter_path_tasks([str(p) for p in paths]))

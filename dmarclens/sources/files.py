@@ -15,6 +15,7 @@ import os
 import re
 import zipfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from dmarclens.errors import ReportParseError
@@ -42,8 +43,27 @@ def looks_like_mail(data: bytes) -> bool:
     return bool(_HEADER_RE.match(head)) and b"\n\n" in data[:65536].replace(b"\r\n", b"\n")
 
 
+@dataclass(frozen=True)
+class FileTask:
+    """A file to be read by the process that parses it.
+
+    With a pool of parsing processes, the one process that also writes the
+    database would otherwise open and read every file of a 10,000-report
+    folder and send its bytes on; a worker reads it (``expand``) instead.
+    """
+
+    path: str
+
+
 def iter_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[RawItem]:
     """Every report payload under the given files and folders, in a stable order."""
+    for item in iter_path_tasks(paths):
+        yield from expand(item)
+
+
+def iter_path_tasks(paths: Iterable[str | os.PathLike[str]]) -> Iterator[RawItem | FileTask]:
+    """``iter_paths`` with each file left unread, as a ``FileTask`` (Maildir
+    folders and missing paths are resolved here); ``expand`` reads one."""
     for raw in paths:
         path = Path(raw)
         if not path.exists():
@@ -53,10 +73,18 @@ def iter_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[RawItem]:
         elif path.is_dir():
             yield from _iter_dir(path)
         else:
-            yield from iter_file(path)
+            yield FileTask(str(path))
 
 
-def _iter_dir(root: Path) -> Iterator[RawItem]:
+def expand(item: RawItem | FileTask) -> Iterator[RawItem]:
+    """The payloads of a ``FileTask`` (a RawItem is its own)."""
+    if isinstance(item, FileTask):
+        yield from iter_file(Path(item.path))
+    else:
+        yield item
+
+
+def _iter_dir(root: Path) -> Iterator[RawItem | FileTask]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         here = Path(dirpath)
@@ -68,7 +96,7 @@ def _iter_dir(root: Path) -> Iterator[RawItem]:
             if name.startswith(".") or _SKIP_NAMES.match(name):
                 log.debug("skipping %s", here / name)
                 continue
-            yield from iter_file(here / name)
+            yield FileTask(os.path.join(dirpath, name))
 
 
 def iter_file(path: Path) -> Iterator[RawItem]:

@@ -137,3 +137,27 @@ def test_big_reports_parsed_in_split_processes_store_what_one_process_stores(
         con.close()
     for path in folder.iterdir():
         assert ledger[str(path)] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_worker_that_dies_has_its_chunks_parsed_in_process(inbox: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A parsing process killed mid-run (out of memory, a crash in a C
+    library) loses nothing: the writer parses what it held, in order."""
+    import os
+
+    parent = os.getpid()
+    real = parallel._parse_chunk
+    victim = sorted(p.name for p in inbox.iterdir())[100]
+
+    def crashing(chunk: list[Any]) -> Any:
+        if os.getpid() != parent and any(victim in str(getattr(i, "path", "")) for i in chunk):
+            os._exit(9)
+        return real(chunk)
+
+    monkeypatch.setattr(parallel, "_parse_chunk", crashing)
+    one = ingest_paths([inbox], tmp_path / "one.duckdb", workers=1)
+    two = ingest_paths([inbox], tmp_path / "two.duckdb", workers=2)
+    assert any("parsing process died" in r.getMessage() for r in caplog.records)
+    assert one.to_json() | {"run_id": "", "seconds": 0} == two.to_json() | {"run_id": "", "seconds": 0}
+    assert dump(tmp_path / "one.duckdb") == dump(tmp_path / "two.duckdb")
