@@ -330,6 +330,7 @@ class FetchOptions:
     on_batch: ProgressHook | None = None
     failpoints: Failpoints = field(default_factory=lambda: Failpoints(os.environ.get("DMARCLENS_FAILPOINT")))
     store_lock: threading.Lock = field(default_factory=threading.Lock)
+    after_commit: Callable[[Any], None] | None = None  # Ingestor.after_commit: the CLI classifies traffic there
 
 
 class MailboxRunner:
@@ -655,7 +656,7 @@ def _byte_groups(uids: list[int], sizes: dict[int, int], limit: int) -> Iterator
 def _new_ingestor(options: FetchOptions, collect: ProgressFn) -> Ingestor:
     return Ingestor(db_path=Path(options.db_path), command="fetch", source_kind="imap",
                     lock_timeout=options.lock_timeout, progress=collect,
-                    summary=RunSummary(run_id=uuid.uuid4().hex[:16]))
+                    summary=RunSummary(run_id=uuid.uuid4().hex[:16]), after_commit=options.after_commit)
 
 
 def fetch_once(mailboxes: Sequence[ImapSettings], options: FetchOptions) -> FetchResult:

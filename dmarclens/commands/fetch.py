@@ -132,9 +132,14 @@ def fetch(
     if watch and logging.INFO < level < logging.ERROR:
         logging.getLogger("dmarclens.fetch").setLevel(logging.INFO)  # a service should say what it ingested
     progress = _FetchProgress(enabled=not as_json and not watch)
+    from dmarclens.cli import classify_hook
+
     options = FetchOptions(
         db_path=settings.db, dry_run=dry_run, lock_timeout=settings.lock_timeout,
         password_file=Path(password_file) if password_file else None, on_batch=progress,
+        # Traffic classes after every run that stored something, on the
+        # connection it committed with (in --watch: after every wake-up).
+        after_commit=None if dry_run else classify_hook(settings),
     )
     result = run_guarded(run_fetch, mailboxes, options, watch_mode=watch)
     progress.done()
@@ -146,10 +151,6 @@ def fetch(
         click.echo(json.dumps(result.to_json(), indent=2))
     elif not quiet:
         _echo_summary(result, settings.db)
-    if result.summary.stored and not dry_run:
-        from dmarclens.cli import classify_after_ingest
-
-        classify_after_ingest(settings.db, settings)
     sys.exit(result.exit_code)
 
 

@@ -69,6 +69,8 @@ def test_mixed_mailbox_every_report_stored_every_message_moved_rerun_adds_nothin
     assert query(db, "SELECT count(*) FROM ingest_items WHERE uid = ? AND outcome = 'stored'",
                  [box.uids["multi"]]) == [(2,)]
     assert query(db, "SELECT count(*), sum(stored) FROM ingest_runs WHERE command = 'fetch'") == [(1, 10)]
+    # Traffic classes were computed on the connection the fetch committed with.
+    assert query(db, "SELECT count(*) FILTER (WHERE traffic_class IS NULL), count(*) FROM records")[0][0] == 0
 
     second = run_fetch(imap_account, db, "--json")
     assert second.returncode == 0, second.stderr

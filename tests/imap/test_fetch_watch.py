@@ -49,6 +49,8 @@ def test_watch_ingests_mail_appended_while_idling_and_exits_0_on_sigterm(
         wait_for(lambda: count(imap_account, ARCHIVE) == 2, 30, "the mail already there to be archived")
         imap_account.server.append(imap_account.user, "INBOX", simple_report_mail(2))
         wait_for(lambda: count(imap_account, ARCHIVE) == 3, 15, "the appended message to be ingested via IDLE")
+        # Traffic classes come after every wake-up that stored something, not when the watch ends.
+        wait_for(lambda: _unclassified(db) == 0, 15, "the watcher to classify what it stored")
         imap_account.server.append(imap_account.user, "INBOX", b"Subject: spam\r\n\r\nbuy now\r\n")
         wait_for(lambda: count(imap_account, "DMARC/Invalid") == 1, 15, "junk to reach the invalid folder")
     finally:
@@ -128,3 +130,12 @@ def test_watch_polls_a_server_without_idle_and_watches_two_mailboxes(
     assert stored_report_ids(db) == ["r0", "r1"]
     assert all(server.list_folder(u, "INBOX") == [] for u, _ in users)
 
+
+def _unclassified(db: Path) -> int | None:
+    """Stored records without a traffic class; None while the watcher holds the file."""
+    import duckdb
+
+    try:
+        return query(db, "SELECT count(*) FROM records WHERE traffic_class IS NULL")[0][0]
+    except duckdb.Error:
+        return None
