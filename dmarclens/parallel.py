@@ -65,7 +65,8 @@ their own when more than one worker is allowed."""
 
 
 def parse_all(raws: Iterable[RawItem | FileTask], *, workers: int | None = 1, ahead: int = 0,
-              on_wait: Callable[[], None] | None = None) -> Iterator[Parsed]:
+              on_wait: Callable[[], None] | None = None,
+              before_fork: Callable[[], None] | None = None) -> Iterator[Parsed]:
     """Every item parsed, in input order, by ``workers`` processes.
 
     ``workers=1`` keeps everything in the calling process (a big report is not
@@ -79,7 +80,9 @@ def parse_all(raws: Iterable[RawItem | FileTask], *, workers: int | None = 1, ah
     writer passes its batch size, so the workers keep parsing the next batch
     while it writes and commits the current one instead of idling.
     ``on_wait`` is called while a big item is parsed in a child process, to
-    use that wait (the writer opens the database then).
+    use that wait (the writer opens the database then); ``before_fork`` just
+    before any process is forked (the writer closes a database it kept open:
+    a child must not inherit DuckDB's threads half-way through their work).
     """
     from dmarclens.fastparse import set_split_processes, split_processes
     from dmarclens.pipeline import parse_raw
@@ -101,10 +104,17 @@ def parse_all(raws: Iterable[RawItem | FileTask], *, workers: int | None = 1, ah
         head.reverse()
         while head:
             raw = head.pop()
-            parsed = _isolated(raw, on_wait) if len(raw.data) >= BIG_ITEM_BYTES else parse_raw(raw)
+            if len(raw.data) >= BIG_ITEM_BYTES:
+                if before_fork is not None:
+                    before_fork()
+                parsed = _isolated(raw, on_wait)
+            else:
+                parsed = parse_raw(raw)
             del raw  # the writer may flush while we are suspended here: do not pin 100 MB of XML
             yield parsed
         return
+    if before_fork is not None:
+        before_fork()
     yield from _pooled(chain(head, items), n, ahead)
 
 

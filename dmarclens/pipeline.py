@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,7 +135,10 @@ class Ingestor:
     _run_written: bool = False
     _domains: tuple[str, ...] = ()
     _started: float = field(default_factory=time.monotonic)
-    _con: duckdb.DuckDBPyConnection | None = None  # opened while a big report was parsed (_open_early)
+    _con: duckdb.DuckDBPyConnection | None = None  # kept between batches by run (_release), or opened early
+    _con_since: float = 0.0
+    _early: bool = False  # the connection was opened while a big report was parsed (_open_early)
+    _hold: bool = False  # run() may keep the connection between batches
     after_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None
     """Called once, after the run's last commit, on the same connection, when
     the run stored something (the CLI classifies traffic there). What it
@@ -154,12 +157,14 @@ class Ingestor:
             # With parse workers the single writer is the limit, and each
             # transaction costs ~0.1 s to open and checkpoint whatever its size.
             self.batch_items = max(self.batch_items, POOL_BATCH_ITEMS)
+        self._hold = True
         try:
-            for parsed in parse_all(raws, workers=self.workers, ahead=self.batch_items, on_wait=self._open_early):
+            for parsed in parse_all(raws, workers=self.workers, ahead=self.batch_items, on_wait=self._open_early,
+                                    before_fork=lambda: self._release(force=True)):
                 self.add(parsed)
             return self.finish()
         finally:
-            self._close_early()
+            self._release(force=True)
 
     def _open_early(self) -> None:
         """Open the database while a big report is parsed in another process.
@@ -170,30 +175,41 @@ class Ingestor:
         (here or in ``add``), so the file is not held while more big reports
         are parsed.
         """
-        if self._con is not None and self._pending:
+        if self._early and self._pending:
             self.flush()
-        if self._con is None and not self._pending:
-            self._con = dbmod.connect(self.db_path, lock_timeout=self.lock_timeout)
+        if not self._pending:
+            if self._con is None:
+                self._open()
+            self._early = True
 
-    def _close_early(self) -> None:
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        self._con = dbmod.connect(self.db_path, lock_timeout=self.lock_timeout)
+        # Every commit checkpoints, as a close would: rows committed but not
+        # checkpointed stay in memory, and a connection kept across batches
+        # would otherwise hold up to 16 MB of WAL worth of them.
+        self._con.execute("SET checkpoint_threshold = '1MB'")
+        self._con_since = time.monotonic()
+        return self._con
+
+    def _release(self, *, force: bool = False) -> None:
+        """Close the connection unless ``run`` may keep it for the next batch.
+
+        Opening costs a catalog read and closing a checkpoint (~0.1-0.2 s
+        together), which with a batch every ~0.5 s was a large share of the
+        one writer's time. ``run`` keeps it across back-to-back batches for
+        at most ``HOLD_SECONDS``, then closes it so a dashboard or an analyst
+        waiting on the file gets in; callers that add and flush themselves
+        (``dmarclens fetch``, between IMAP round trips) get it closed at once.
+        """
         import duckdb
 
-        if self._con is not None:
-            with contextlib.suppress(duckdb.Error):
-                self._con.close()
-            self._con = None
-
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        if self._con is None:
-            with dbmod.open_db(self.db_path, lock_timeout=self.lock_timeout) as con:
-                yield con
+        con = self._con
+        if con is None:
             return
-        con, self._con = self._con, None
-        try:
-            yield con
-        finally:
-            con.close()
+        if force or not self._hold or time.monotonic() - self._con_since >= HOLD_SECONDS:
+            self._con = None
+            with contextlib.suppress(duckdb.Error):
+                con.close()
 
     def add(self, parsed: Parsed) -> None:
         self._pending.append(parsed)
@@ -201,7 +217,7 @@ class Ingestor:
             self._pending_records += len(parsed.item.report.records)
             self._pending_bytes += len(parsed.item.raw_xml or parsed.raw_gz or b"")
         if (len(self._pending) >= self.batch_items or self._pending_records >= self.batch_records
-                or self._pending_bytes >= self.batch_bytes or (self._con is not None and len(self._pending) > 1)):
+                or self._pending_bytes >= self.batch_bytes or (self._early and len(self._pending) > 1)):
             self.flush()
 
     def flush(self, *, finished: bool = False) -> list[ItemResult]:
@@ -213,7 +229,9 @@ class Ingestor:
         import duckdb  # here, not at import: the big-report child is forked before it is loaded
 
         results: list[ItemResult] = []
-        with self._connection() as con:
+        self._early = False
+        con = self._con if self._con is not None else self._open()
+        try:
             # One DuckDB thread: a batch write is a few bulk INSERTs, and parse
             # workers use the other cores; more threads only cost ~20 MB RSS.
             con.execute("SET threads = 1")
@@ -246,6 +264,10 @@ class Ingestor:
                 raise
             if finished and self.after_commit is not None and self.summary.stored:
                 self._after_commit(con)
+        except BaseException:
+            self._release(force=True)
+            raise
+        self._release(force=finished)
         self._run_written = True
         if self.progress:
             for r in results:
@@ -333,6 +355,10 @@ class Ingestor:
         rollups.add_for_reports(con, [r.report_key for r in results if r.outcome == "stored" and r.report_key])
         write.insert_items(con, self.run_id, results)
         return results
+
+
+HOLD_SECONDS = 2.0
+"""Longest time ``Ingestor.run`` keeps the database open across batches."""
 
 
 def _key(p: Parsed) -> str:

@@ -68,3 +68,33 @@ def test_importing_the_ingest_path_loads_neither_duckdb_nor_pyarrow() -> None:
             "print(sorted(m for m in ('duckdb', 'pyarrow', 'numpy', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("hold", [2.0, 0.0])
+def test_run_keeps_the_database_open_between_batches_only_for_a_while(
+        inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hold: float) -> None:
+    """Back-to-back batches reuse one connection (no catalog read and close
+    per batch) for at most HOLD_SECONDS; after that, and after the run, the
+    file is closed so other processes get in."""
+    from dmarclens import pipeline
+    from dmarclens.sources.files import iter_paths
+
+    monkeypatch.setattr(pipeline, "HOLD_SECONDS", hold)
+    raws = list(iter_paths([inbox]))
+    ingestor = pipeline.Ingestor(db_path=tmp_path / "z.duckdb", batch_items=1)
+    open_between: list[bool] = []
+
+    def items() -> Any:
+        for raw in raws:
+            yield raw
+            open_between.append(ingestor._con is not None)  # after the batch of this item was written
+
+    summary = ingestor.run(items())
+    assert summary.stored == 2
+    assert open_between == [hold > 0] * 2
+    assert ingestor._con is None  # closed when the run ends
+    con = duckdb.connect(str(tmp_path / "z.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM reports").fetchone()[0] == 2
+    finally:
+        con.close()
