@@ -129,6 +129,24 @@ def dmarclens_ingest(label: str, inputs: list[Path], work: Path, *extra: str) ->
     return median
 
 
+def dmarclens_pair(inputs: list[Path], work: Path) -> tuple[Run, Run, list[float]]:
+    """One worker and the pool, run alternately (so both see the same
+    moments of a noisy machine): their medians and the ratio of each pair."""
+    ones, pools = [], []
+    for _ in range(REPEAT):
+        ones.append(_dmarclens_once("ingest --workers 1", inputs, work, "--workers", "1"))
+        pools.append(_dmarclens_once("ingest (pool, default)", inputs, work))
+    ratios = sorted(round(a.wall / b.wall, 2) for a, b in zip(ones, pools, strict=True))
+    out = []
+    for runs in (ones, pools):
+        by_wall = sorted(runs, key=lambda r: r.wall)
+        median = by_wall[len(by_wall) // 2]
+        median.peak_mb = max(r.peak_mb for r in runs)
+        median.detail["walls"] = [round(r.wall, 2) for r in runs]
+        out.append(median)
+    return out[0], out[1], ratios
+
+
 def _dmarclens_once(label: str, inputs: list[Path], work: Path, *extra: str) -> Run:
     db = work / f"{label.replace(' ', '_').replace(',', '')}.duckdb"
     for stale in work.glob(db.name + "*"):
@@ -310,9 +328,8 @@ def main() -> None:
     small = inputs["small"]
     n_small = len(list(small.iterdir()))
     limit = min(args.small_parsedmarc, n_small)
-    case(f"c. {n_small:,} small reports",
-         [dmarclens_ingest("ingest --workers 1", [small], work, "--workers", "1"),
-          dmarclens_ingest("ingest (pool, default)", [small], work)],
+    one, pool, pair_ratios = dmarclens_pair([small], work)
+    case(f"c. {n_small:,} small reports", [one, pool],
          parsedmarc_parse(f"parse_report_file ({limit:,} of the files)", [small], limit=limit))
     case("d. sample_reports/", [dmarclens_ingest("ingest", [inputs["samples"]], work)],
          parsedmarc_parse("parse_report_file / mbox", [inputs["samples"]]))
@@ -323,8 +340,10 @@ def main() -> None:
     pool_line = ""
     if len(small_runs) == 2 and small_runs[1].wall:
         pool_line = (f"Pool vs one worker on the small reports: {small_runs[0].wall / small_runs[1].wall:.2f}× "
-                     f"(two processes burning CPU were {burn_before:.2f}× / {burn_after:.2f}× faster than one, "
-                     "before / after the run: the parallelism the machine had to give).")
+                     f"(medians; the {len(pair_ratios)} runs alternated one worker / pool, pair by pair: "
+                     f"{', '.join(f'{r:.2f}×' for r in pair_ratios)}). "
+                     f"Two processes burning CPU were {burn_before:.2f}× / {burn_after:.2f}× faster than one, "
+                     "before / after the run: the parallelism the machine had to give.")
     text = "\n".join([
         table(rows),
         "",
