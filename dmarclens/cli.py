@@ -224,16 +224,14 @@ def ingest(paths: tuple[str, ...], db: str | None, config: str | None, as_json: 
     sys.exit(summary.exit_code)
 
 
-def classify_hook(settings: Any) -> Callable[[Any], None] | None:
+def classify_hook(settings: Any) -> Callable[[Any], None]:
     """``classify_after_ingest`` as an ``after_commit`` hook: it runs on the
     connection the ingest committed with, instead of opening the file again."""
-    try:
+    def hook(con: Any) -> None:
+        # Imported here: the ingest forks its big-report child before this runs.
         from dmarclens.enrich import classify
         from dmarclens.enrich.rdns import classify_on
-    except ImportError:
-        return None
 
-    def hook(con: Any) -> None:
         try:
             rules = classify.rules_from_settings(settings.raw)
             classify_on(con, settings.db, rules, settings.domains, incremental=True)

@@ -201,11 +201,11 @@ class Ingestor:
         waiting on the file gets in; callers that add and flush themselves
         (``dmarclens fetch``, between IMAP round trips) get it closed at once.
         """
-        import duckdb
-
         con = self._con
         if con is None:
-            return
+            return  # before importing duckdb: this runs before the big-report child is forked
+        import duckdb
+
         if force or not self._hold or time.monotonic() - self._con_since >= HOLD_SECONDS:
             self._con = None
             with contextlib.suppress(duckdb.Error):

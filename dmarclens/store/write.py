@@ -129,10 +129,13 @@ class NewReport:
 def gzip_raw(raw_xml: bytes) -> bytes:
     """Compress the raw report for ``report_raw``.
 
-    Level 6 (zlib's default ratio) stays: even on a 35 MB report it costs
-    about 0.1 s, and report_raw is the largest table in the file.
+    Level 3: half the CPU of zlib's default 6 (0.044 s instead of 0.095 s on
+    a 32 MB report, 0.2 s less per 10,000 small ones) for ~7 % more bytes on
+    typical small reports (0.090 of the XML instead of 0.084) and 1.0 MB
+    instead of 0.7 MB for that 32 MB one. Ingest time is what users wait on;
+    report_raw is read only to show a raw report.
     """
-    return gzip.compress(raw_xml, compresslevel=6, mtime=0)
+    return gzip.compress(raw_xml, compresslevel=3, mtime=0)
 
 
 def insert_report(
