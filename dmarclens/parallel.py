@@ -117,7 +117,7 @@ def parse_all(raws: Iterable[RawItem | FileTask], *, workers: int | None = 1, ah
         return
     if before_fork is not None:
         before_fork()
-    yield from _pooled(chain(head, items), n, ahead)
+    yield from _pooled(_open_big_files(chain(head, items)), n, ahead)
 
 
 def with_ip_facts(parsed: Parsed) -> Parsed:
@@ -312,6 +312,29 @@ size is not known without a stat per file)."""
 AHEAD_BYTES = 64 * 1024 * 1024
 """Input bytes the pool may hold in flight beyond its minimum window: the
 bound on what parsing ahead of the writer costs in memory."""
+
+
+def _open_big_files(items: Iterable[RawItem | FileTask]) -> Iterator[RawItem | FileTask]:
+    """Files of ``BIG_ITEM_BYTES`` or more are read here, not by a worker.
+
+    A worker turns one task into all of its file's payloads: a 1 GB mbox
+    would become one task parsed by one process, its thousands of results
+    held until the last. Read here, its messages spread over the chunks like
+    any other items, and their bytes count against ``AHEAD_BYTES``. Small
+    files (the usual reports) cost the writer one stat each.
+    """
+    from dmarclens.sources.files import FileTask, expand
+
+    for item in items:
+        if isinstance(item, FileTask):
+            try:
+                big = os.stat(item.path).st_size >= BIG_ITEM_BYTES
+            except OSError:
+                big = False  # the worker reports why it cannot be read
+            if big:
+                yield from expand(item)
+                continue
+        yield item
 
 
 def _pooled(items: Iterator[RawItem | FileTask], workers: int, ahead: int = 0) -> Iterator[Parsed]:

@@ -161,3 +161,31 @@ def test_a_worker_that_dies_has_its_chunks_parsed_in_process(inbox: Path, tmp_pa
     assert any("parsing process died" in r.getMessage() for r in caplog.records)
     assert one.to_json() | {"run_id": "", "seconds": 0} == two.to_json() | {"run_id": "", "seconds": 0}
     assert dump(tmp_path / "one.duckdb") == dump(tmp_path / "two.duckdb")
+
+
+def test_a_big_mbox_in_a_pooled_folder_is_read_by_the_writer_and_spread(
+        inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers read small files themselves, but a file of BIG_ITEM_BYTES or
+    more (here an mbox) is read by the writer so its messages spread over
+    many tasks instead of one worker holding all of their results."""
+    from dmarclens.models import RawItem
+    from dmarclens.sources.files import FileTask, iter_path_tasks
+
+    folder = tmp_path / "mix"
+    shutil.copytree(inbox, folder)
+    mbox = folder / "archive.mbox"
+    shutil.copy(Path(__file__).resolve().parents[2] / "sample_reports" / "mbox" / "google.com.mbox", mbox)
+    size = mbox.stat().st_size
+    assert all(p.stat().st_size < size for p in folder.iterdir() if p != mbox)
+    monkeypatch.setattr(parallel, "BIG_ITEM_BYTES", size)
+
+    items = list(parallel._open_big_files(iter_path_tasks([folder])))
+    from_mbox = [i for i in items if isinstance(i, RawItem) and i.origin == str(mbox)]
+    assert len(from_mbox) > 1 and all(i.data for i in from_mbox)
+    assert all(isinstance(i, FileTask) for i in items if i not in from_mbox)
+
+    one = ingest_paths([folder], tmp_path / "one.duckdb", workers=1)
+    two = ingest_paths([folder], tmp_path / "two.duckdb", workers=2)
+    assert one.stored > len(from_mbox)
+    assert one.to_json() | {"run_id": "", "seconds": 0} == two.to_json() | {"run_id": "", "seconds": 0}
+    assert dump(tmp_path / "one.duckdb") == dump(tmp_path / "two.duckdb")
