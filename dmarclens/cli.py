@@ -465,15 +465,14 @@ def demo(db: str | None, samples: str | None, with_dashboard: bool, host: str, p
     settings = run_guarded(load_settings, db=str(path))
     configure_security(settings)
     progress = Progress(enabled=True)
-    summary = run_guarded(ingest_paths, [folder], path, command="demo", progress=progress)
+    summary = run_guarded(ingest_paths, [folder], path, command="demo", progress=progress,
+                          after_commit=classify_hook(settings))
     progress.done()
     click.echo(
         f"dmarclens: {summary.stored} reports stored ({summary.duplicates} already there), "
         f"{summary.records} records, {summary.messages} messages → {path}",
         err=True,
     )
-    if summary.stored:
-        classify_after_ingest(path, settings)
     _post_ingest_hooks(path)
     if with_dashboard:
         sys.exit(launch_dashboard(path, host, port))

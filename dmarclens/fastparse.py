@@ -390,15 +390,10 @@ class ColumnarRecords(RecordBatch):
 
     def unique_source_ips(self) -> set[str]:
         """Distinct source IPs, without a Python list of every row."""
-        i = ROW_FIELDS.index("source_ip")
-        ips = {r[i] for r in self.tail.rows}
+        ips = _source_ips(self.tail.rows, self.batches)
         if self.chunk is not None:
             batch, start, n = self.chunk
             ips.update(batch.column(1 + ARROW_COLUMNS.index("source_ip")).slice(start, n).to_pylist())
-        for b in self.batches:
-            # to_pylist, not Array.unique: that loads pyarrow.compute (~10 MB)
-            # into a process that otherwise never needs it.
-            ips.update(b.column(ARROW_COLUMNS.index("source_ip")).to_pylist())
         return ips
 
     def _column(self, name: str) -> list[Any]:
@@ -907,11 +902,18 @@ class _Part:
     extra: Any = None  # what the part hook returned (see set_part_hook)
 
     def source_ips(self) -> set[str]:
-        i = ROW_FIELDS.index("source_ip")
-        ips = {r[i] for r in self.tail}
-        for b in self.batches:
-            ips.update(b.column(ARROW_COLUMNS.index("source_ip")).to_pylist())
-        return ips
+        return _source_ips(self.tail, self.batches)
+
+
+def _source_ips(rows: Iterable[tuple[Any, ...]], batches: Iterable[pa.RecordBatch]) -> set[str]:
+    """Distinct source IPs of tuple rows and Arrow batches (records column order)."""
+    i = ROW_FIELDS.index("source_ip")
+    ips = {r[i] for r in rows}
+    for b in batches:
+        # to_pylist, not Array.unique: that loads pyarrow.compute (~10 MB)
+        # into a process that otherwise never needs it.
+        ips.update(b.column(ARROW_COLUMNS.index("source_ip")).to_pylist())
+    return ips
 
 
 def _assemble(parts: list[_Part], xml_namespace: str | None, xml: bytes) -> Report:

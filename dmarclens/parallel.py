@@ -120,18 +120,6 @@ def parse_all(raws: Iterable[RawItem | FileTask], *, workers: int | None = 1, ah
     yield from _pooled(_open_big_files(chain(head, items)), n, ahead)
 
 
-def with_ip_facts(parsed: Parsed) -> Parsed:
-    """Look up the offline facts of a parsed report's IPs (in the child that
-    parsed a big report): the writer then only inserts the IPs it lacks and
-    never opens the IP database or holds its pages."""
-    item = parsed.item
-    if item is not None and item.report is not None and len(item.report.records):
-        from dmarclens.store import write
-
-        parsed.ip_facts = _facts(sorted(write.source_ips(item.report.records)))
-    return parsed
-
-
 FACTS_SPLIT_MIN = 20_000
 """From this many IPs on, a big report's lookups are shared with a helper process."""
 

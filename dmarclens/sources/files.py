@@ -102,8 +102,8 @@ def _iter_dir(root: Path) -> Iterator[RawItem | FileTask]:
 def iter_file(path: Path) -> Iterator[RawItem]:
     origin = str(path)
     try:
-        # One open per file: a folder of 10,000 small reports is read by the
-        # single process that also writes the database.
+        # One open per file: a folder of 10,000 small reports means 10,000
+        # of these, in a pool worker or in the writer.
         with path.open("rb", buffering=0) as fh:  # unbuffered: readall() sizes one buffer from fstat
             size = os.fstat(fh.fileno()).st_size
             if size > MAX_REPORT_BYTES:

@@ -322,8 +322,9 @@ def upsert_ip_facts(
     ``facts`` are tables from ``ip_facts_table`` made where the reports were
     parsed, each listing an IP once; only IPs they do not cover are looked up
     here. ``enricher`` may be a function returning one, so the MMDB is not
-    even opened when the facts cover everything. New IPs are looked up in slices of ``IP_SLICE`` so a
-    report with 200,000 new addresses never holds 200,000 fact objects.
+    even opened when the facts cover everything. New IPs are looked up in
+    slices of ``IP_SLICE`` so a report with 200,000 new addresses never holds
+    200,000 fact objects.
     """
     from dmarclens.fastparse import import_pyarrow
 
