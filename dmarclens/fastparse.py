@@ -46,8 +46,10 @@ from io import BytesIO
 from itertools import accumulate, chain
 from typing import TYPE_CHECKING, Any
 
+from dmarclens import bigfile
 from dmarclens.models import PolicyPublished, RecordBatch, Report, ReportFormat
 from dmarclens.parse import is_draft_schema
+from dmarclens.spill import SpilledBatches
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -644,8 +646,9 @@ def _prescan(xml: bytes) -> tuple[int, str | None]:
     simple pattern search: comments, processing instructions and namespace
     declarations below the root are caught by ``iterparse`` events instead.
     """
-    start = len(_UTF8_BOM) if xml.startswith(_UTF8_BOM) else 0
-    if xml.startswith(b"<?xml", start) and not _XML_DECL.match(xml, start):
+    # Slices, not startswith: ``xml`` may be a mapped file (dmarclens.bigfile).
+    start = len(_UTF8_BOM) if xml[: len(_UTF8_BOM)] == _UTF8_BOM else 0
+    if xml[start: start + 5] == b"<?xml" and not _XML_DECL.match(xml, start):
         raise FastPathDeclined("unusual XML declaration")
     m = _FIRST_TAG.search(xml)
     if m is None:
@@ -661,9 +664,9 @@ def _prescan(xml: bytes) -> tuple[int, str | None]:
     # parsedmarc rewrites '<?xml ...>' lines and drops xs:schema tags with
     # regular expressions over the raw text; below the root such text can
     # only hide in CDATA sections (comments are declined during the parse).
-    if xml.find(b"<![CDATA[", head_end) != -1:
+    if bigfile.find(xml, b"<![CDATA[", head_end) != -1:
         raise FastPathDeclined("CDATA section")
-    if _ATTRIBUTE.search(xml, head_end):
+    if bigfile.search(_ATTRIBUTE, xml, head_end):
         raise FastPathDeclined("attributes below the root")
     namespace = None
     head = xml[:head_end]
@@ -672,7 +675,7 @@ def _prescan(xml: bytes) -> tuple[int, str | None]:
         if found is None:
             raise FastPathDeclined("unreadable namespace declaration")
         namespace = found.group(1)
-        if b"xmlns:xs" in head and xml.find(b"xs:schema", head_end) != -1:
+        if b"xmlns:xs" in head and bigfile.find(xml, b"xs:schema", head_end) != -1:
             raise FastPathDeclined("xs:schema element")
     return head_end, namespace
 
@@ -713,6 +716,7 @@ SPLIT_MIN_BYTES = 4 * 1024 * 1024
 """Reports at least this large are parsed by several processes at once."""
 
 _split_limit: int | None = None
+_spill_dir: str | None = None
 _part_hook: Callable[[set[str]], Any] | None = None
 
 
@@ -724,6 +728,14 @@ def set_part_hook(hook: Callable[[set[str]], Any] | None) -> None:
     the other part is still running, instead of in a phase of its own."""
     global _part_hook
     _part_hook = hook
+
+
+def set_spill_dir(directory: str | None) -> None:
+    """Write the Arrow batches of reports parsed from now on to files in
+    ``directory`` (``dmarclens.spill``) instead of keeping them in memory;
+    ``None`` turns it off. The big-report child sets it for its one report."""
+    global _spill_dir
+    _spill_dir = directory
 
 
 def set_split_processes(n: int | None) -> None:
@@ -810,12 +822,12 @@ def _parse_split(xml: bytes, xml_namespace: str | None, head_end: int, n: int, c
 def _parse_part(xml: bytes, first: int, start: int, stop: int | None, xml_namespace: str | None,
                 chunk_rows: int) -> _Part:
     """One part: header + records[start:stop] + closing tag, parsed on its own."""
-    view = memoryview(xml)
+    end = len(xml) if stop is None else stop
     close = b"</feedback>" if stop is not None else b""
     if start == first:
-        doc = _Pieces(view[:stop], close)
+        doc = _Pieces((xml, 0, end), (close, 0, len(close)))
     else:
-        doc = _Pieces(view[:first], view[start:stop], close)
+        doc = _Pieces((xml, 0, first), (xml, start, end), (close, 0, len(close)))
     part = _Parser(doc, xml_namespace, chunk_rows).run().part(keep_tail=stop is None)
     if _part_hook is not None:
         part.extra = _part_hook(part.source_ips())
@@ -823,22 +835,28 @@ def _parse_part(xml: bytes, first: int, start: int, stop: int | None, xml_namesp
 
 
 class _Pieces:
-    """A read-only stream over slices of one buffer: a part of a split report
-    is fed to the parser without copying its megabytes into a new string."""
+    """A read-only stream over spans ``(buffer, start, stop)`` of buffers: a
+    part of a split report is fed to the parser without copying its megabytes
+    into a new string first. Spans of a mapped file (``dmarclens.bigfile``)
+    are handed back to the page cache as the parser moves past them."""
 
-    def __init__(self, *pieces: memoryview | bytes) -> None:
-        self._views = [memoryview(p) for p in pieces if len(p)]
+    def __init__(self, *spans: tuple[bytes | Any, int, int]) -> None:
+        self._spans = [[buf, start, stop, start] for buf, start, stop in spans if stop > start]
 
     def read(self, n: int = -1) -> bytes:
         out: list[bytes] = []
-        while self._views and n != 0:
-            view = self._views[0]
-            take = len(view) if n < 0 else min(n, len(view))
-            out.append(view[:take].tobytes())
-            if take == len(view):
-                self._views.pop(0)
-            else:
-                self._views[0] = view[take:]
+        while self._spans and n != 0:
+            span = self._spans[0]
+            buf, pos, stop, released = span
+            take = stop - pos if n < 0 else min(n, stop - pos)
+            out.append(buf[pos: pos + take])
+            pos += take
+            span[1] = pos
+            if pos - released >= bigfile.WINDOW or pos == stop:
+                bigfile.release(buf, released, pos)
+                span[3] = pos
+            if pos == stop:
+                self._spans.pop(0)
             if n > 0:
                 n -= take
         return b"".join(out)
@@ -942,7 +960,14 @@ def _assemble(parts: list[_Part], xml_namespace: str | None, xml: bytes) -> Repo
         fmt = "draft"
     else:
         fmt = "rfc7489"
-    batches = [b for p in parts for b in p.batches]
+    batches: list[Any] | SpilledBatches
+    spilled = [p.batches for p in parts if isinstance(p.batches, SpilledBatches)]
+    if spilled:  # the parts wrote their batches to files: join the file lists, read nothing
+        batches = SpilledBatches(spilled[0].directory)
+        for p in parts:
+            batches.extend(p.batches)
+    else:
+        batches = [b for p in parts for b in p.batches]
     records = ColumnarRecords(batches, RowChunk(parts[-1].tail), rows=sum(p.rows for p in parts),
                               messages=sum(p.messages for p in parts))
     records.part_extras = [p.extra for p in parts if p.extra is not None]
@@ -992,7 +1017,12 @@ class _Parser:
     """One report's parse state; ``run`` streams the records through it."""
 
     def __init__(self, xml: bytes | _Pieces, xml_namespace: str | None, chunk_rows: int) -> None:
-        self.source = BytesIO(xml) if isinstance(xml, bytes) else xml
+        if isinstance(xml, bytes):
+            self.source: BytesIO | _Pieces = BytesIO(xml)
+        elif bigfile.is_mapped(xml):
+            self.source = _Pieces((xml, 0, len(xml)))
+        else:
+            self.source = xml
         self.xml_namespace = xml_namespace
         self.chunk_rows = chunk_rows
         self.meta: dict[str, Any] | None = None
@@ -1004,7 +1034,7 @@ class _Parser:
         self.split = False
         self.whole: tuple[int, int, int] = (0, 0, 0)
         self.rows: list[tuple[Any, ...]] = []
-        self.batches: list[pa.RecordBatch] = []
+        self.batches: list[pa.RecordBatch] | SpilledBatches = SpilledBatches(_spill_dir) if _spill_dir else []
         self.n_rows = 0
         self.messages = 0
         self.min_begin: int | None = None

@@ -43,7 +43,9 @@ class RawItem:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+        from dmarclens.bigfile import sha256_hex
+
+        return sha256_hex(self.data)  # ``data`` may be a mapped big file
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,15 @@ import logging
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, islice
 from typing import TYPE_CHECKING, Any
+
+from dmarclens import bigfile
 
 if TYPE_CHECKING:
     from dmarclens.models import RawItem
@@ -68,7 +72,7 @@ their own when more than one worker is allowed."""
 
 def parse_all(raws: Iterable[RawItem | FileTask], *, workers: int | None = 1, ahead: int = 0,
               on_wait: Callable[[], None] | None = None,
-              before_fork: Callable[[], None] | None = None) -> Iterator[Parsed]:
+              before_fork: Callable[[], None] | None = None, spill_dir: str | None = None) -> Iterator[Parsed]:
     """Every item parsed, in input order, by ``workers`` processes.
 
     ``workers=1`` keeps everything in the calling process (a big report is not
@@ -85,6 +89,9 @@ def parse_all(raws: Iterable[RawItem | FileTask], *, workers: int | None = 1, ah
     use that wait (the writer opens the database then); ``before_fork`` just
     before any process is forked (the writer closes a database it kept open:
     a child must not inherit DuckDB's threads half-way through their work).
+    ``spill_dir``: where a big report's record batches are written while it is
+    parsed and stored (``dmarclens.spill``; the system's temporary directory
+    if None), so neither process holds them all.
     """
     from dmarclens.fastparse import set_split_processes, split_processes
     from dmarclens.pipeline import parse_raw
@@ -102,14 +109,16 @@ def parse_all(raws: Iterable[RawItem | FileTask], *, workers: int | None = 1, ah
         return
     head = list(islice(items, POOL_MIN_ITEMS))
     if len(head) < POOL_MIN_ITEMS:
-        head = [raw for item in head for raw in expand(item)]
+        # A big bare report comes mapped, not read: the child that parses it
+        # reads it a window at a time and this process never holds its bytes.
+        head = [raw for item in head for raw in expand(item, map_big=True)]
         head.reverse()
         while head:
             raw = head.pop()
-            if len(raw.data) >= BIG_ITEM_BYTES:
+            if len(raw.data) >= BIG_ITEM_BYTES or bigfile.is_mapped(raw.data):
                 if before_fork is not None:
                     before_fork()
-                parsed = _isolated(raw, on_wait)
+                parsed = _isolated(raw, on_wait, spill_dir)
             else:
                 parsed = parse_raw(raw)
             del raw  # the writer may flush while we are suspended here: do not pin 100 MB of XML
@@ -146,18 +155,34 @@ def _facts_helper(ips: list[str], sender: Any) -> None:
     sender.close()
 
 
-def _isolated(raw: RawItem, on_wait: Callable[[], None] | None = None) -> Parsed:
+def _isolated(raw: RawItem, on_wait: Callable[[], None] | None = None, spill_dir: str | None = None) -> Parsed:
     """Parse one big item in a forked child and take back only its result."""
-    from dmarclens.fastparse import import_pyarrow, receive_pickled
-    from dmarclens.pipeline import parse_raw
-
     try:
         ctx = multiprocessing.get_context("fork")
     except ValueError:
+        from dmarclens.pipeline import parse_raw
+
         return parse_raw(raw)
+    try:
+        spill = tempfile.mkdtemp(prefix=".dmarclens-spill-", dir=spill_dir)
+    except OSError as e:  # an unwritable directory: the batches stay in memory
+        log.debug("no spill directory in %s: %s", spill_dir, e)
+        spill = None
+    try:
+        return _isolated_in(ctx, raw, on_wait, spill)
+    finally:
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)
+
+
+def _isolated_in(ctx: Any, raw: RawItem, on_wait: Callable[[], None] | None, spill: str | None) -> Parsed:
+    from dmarclens.fastparse import ColumnarRecords, import_pyarrow, receive_pickled
+    from dmarclens.pipeline import parse_raw
+    from dmarclens.spill import SpilledBatches
+
     receiver, sender = ctx.Pipe(duplex=False)
     box = [raw]  # the child pops it, so its copy of the bytes dies with the parse
-    proc = ctx.Process(target=_isolated_child, args=(box, sender))  # not daemonic: it forks parts
+    proc = ctx.Process(target=_isolated_child, args=(box, sender, spill))  # not daemonic: it forks parts
     proc.start()
     sender.close()
     if on_wait is not None:
@@ -180,11 +205,25 @@ def _isolated(raw: RawItem, on_wait: Callable[[], None] | None = None) -> Parsed
         proc.join()
     if result is None:
         log.warning("%s: the parsing process died (exit %s); parsing in-process", raw.origin, proc.exitcode)
+        if bigfile.is_mapped(raw.data):
+            # It may have died reading the map (a file truncated under it
+            # raises SIGBUS): this process reads the file instead.
+            raw = _reread(raw)
         return parse_raw(raw)
+    records = result.item.report.records if result.item is not None and result.item.report is not None else None
+    if isinstance(records, ColumnarRecords) and isinstance(records.batches, SpilledBatches):
+        records.batches.adopt()  # before the spill directory goes
     return result
 
 
-def _isolated_child(box: list[RawItem], sender: Any) -> None:
+def _reread(raw: RawItem) -> RawItem:
+    try:
+        return dataclasses.replace(raw, data=bigfile.reread(raw.origin))
+    except OSError as e:
+        return dataclasses.replace(raw, data=b"", problem=f"cannot read: {e.strerror}")
+
+
+def _isolated_child(box: list[RawItem], sender: Any, spill: str | None = None) -> None:
     """Parse with both cores busy from start to end.
 
     The report XML is gzipped and hashed on a thread (zlib and hashlib run
@@ -193,10 +232,11 @@ def _isolated_child(box: list[RawItem], sender: Any) -> None:
     the IPs of its own part as soon as it has parsed it (``set_part_hook``),
     so no phase runs on one core while the other waits.
     """
-    from dmarclens.fastparse import import_pyarrow_without_numpy, send_pickled, set_part_hook
+    from dmarclens.fastparse import import_pyarrow_without_numpy, send_pickled, set_part_hook, set_spill_dir
     from dmarclens.pipeline import parse_raw
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_spill_dir(spill)
     import_pyarrow_without_numpy()  # before the parts are forked: they inherit it
     raw = box.pop()
     payload = _payload(raw)
@@ -260,10 +300,14 @@ def _payload(raw: RawItem) -> bytes | None:
 
 
 def _pack(payload: bytes, out: dict[str, Any]) -> None:
+    from dmarclens import bigfile
     from dmarclens.store import write
 
-    out["sha256"] = hashlib.sha256(payload).hexdigest()
-    out["gz"] = write.gzip_raw(payload)
+    if bigfile.is_mapped(payload):
+        out["sha256"], out["gz"] = bigfile.gzip_stream(payload, write.RAW_GZIP_LEVEL)
+    else:
+        out["sha256"] = hashlib.sha256(payload).hexdigest()
+        out["gz"] = write.gzip_raw(payload)
 
 
 def _part_facts(ips: set[str]) -> Any:

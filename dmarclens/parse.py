@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
 
+from dmarclens import bigfile
 from dmarclens.errors import ReportParseError
 from dmarclens.models import ParsedItem, PolicyPublished, RecordBatch, Report, ReportFormat
 
@@ -62,9 +63,10 @@ class _RecordWarnings(logging.Handler):
 
 def decompress(data: bytes, *, limit: int = MAX_REPORT_BYTES) -> bytes:
     """Undo gzip or single-member zip compression, refusing to inflate past ``limit``."""
-    if data.startswith(_GZIP_MAGIC):
+    magic = data[:4]  # a slice, not startswith: ``data`` may be a mapped file (dmarclens.bigfile)
+    if magic.startswith(_GZIP_MAGIC):
         return gunzip_bounded(data, limit=limit)
-    if data.startswith(_ZIP_MAGIC):
+    if magic.startswith(_ZIP_MAGIC):
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as zf:
                 names = [i for i in zf.infolist() if not i.is_dir()]
@@ -184,10 +186,10 @@ def sniff(data: bytes) -> str:
 
 def parse_payload(data: bytes, *, fallback_org: str | None = None) -> ParsedItem:
     """Parse one report payload. Raises ReportParseError with a plain reason."""
-    if not data or data.isspace():  # isspace, not strip: no copy of a 250 MB payload
+    if not data or bigfile.blank(data):  # not strip: no copy of a 250 MB payload
         raise ReportParseError("empty file")
     payload = to_utf8(decompress(data))
-    if not payload or payload.isspace():
+    if not payload or bigfile.blank(payload):
         raise ReportParseError("empty report after decompression")
     kind = sniff(payload)
     if kind == "xml":
@@ -237,7 +239,10 @@ def prepare_aggregate_xml(xml: bytes, *, fallback_org: str | None = None) -> byt
                      b"<org_name>" + fallback_org.encode() + b"</org_name>", xml, count=1)
     # An empty <reason/> carries nothing, but parsedmarc drops the whole record
     # over it (its comment unwrapping hits None); remove it first.
-    if b"<reason" in xml:
+    if bigfile.is_mapped(xml):  # a big file: copied only if there is something to remove
+        if bigfile.contains(xml, b"<reason") and bigfile.search(_EMPTY_REASON_RE, xml):
+            xml = _EMPTY_REASON_RE.sub(b"", bigfile.materialize(xml))
+    elif b"<reason" in xml:
         xml = _EMPTY_REASON_RE.sub(b"", xml)
     return xml
 
@@ -250,6 +255,7 @@ def parse_aggregate_xml(xml: bytes, *, fallback_org: str | None = None) -> Repor
 def _parse_prepared_with_parsedmarc(xml: bytes) -> Report:
     import parsedmarc
 
+    xml = bigfile.materialize(xml)  # parsedmarc wants it whole, in memory
     check_parsedmarc_budget(xml)
     collector = _RecordWarnings()
     pd_log = logging.getLogger("parsedmarc")
@@ -273,9 +279,9 @@ def is_draft_schema(xml: bytes) -> bool:
     """The pre-RFC DMARC wiki schema: ``<identities>``, or no ``<version>`` and SPF
     results without the ``<scope>`` RFC 7489 added. Legacy reports that merely omit
     ``<version>`` still carry ``<scope>``, so they stay rfc7489."""
-    if _DRAFT_RE.search(xml):
+    if bigfile.search(_DRAFT_RE, xml):
         return True
-    return b"<version" not in xml[:4096] and b"<spf>" in xml and b"<scope>" not in xml
+    return b"<version" not in xml[:4096] and bigfile.contains(xml, b"<spf>") and not bigfile.contains(xml, b"<scope>")
 
 
 def _short(err: Exception, limit: int = 300) -> str:
@@ -494,10 +500,10 @@ def to_utf8(payload: bytes) -> bytes:
     parsedmarc decodes bytes as UTF-8 ignoring errors, which turns UTF-16 into
     garbage; the report itself is valid, so it is transcoded, not rejected.
     """
-    if not payload.startswith(_UTF16_BOMS):
+    if not payload[:4].startswith(_UTF16_BOMS):
         return payload
     try:
-        text = payload.decode("utf-16")
+        text = bigfile.materialize(payload).decode("utf-16")  # transcoding makes a copy anyway
     except UnicodeDecodeError as e:
         raise ReportParseError(f"invalid aggregate report: broken UTF-16 text ({e.reason})") from e
     text = _ENCODING_DECL_RE.sub(r'\1"UTF-8"', text, count=1)
@@ -557,15 +563,17 @@ def precheck_xml(xml: bytes) -> None:
     if not _FEEDBACK_CLOSE_RE.search(xml, max(0, len(xml) - 64 * 1024)):
         raise ReportParseError("invalid aggregate report: truncated XML (the closing </feedback> is missing)")
     for start in range(0, len(xml), MAX_TEXT_RUN):
-        if xml.find(b"<", start, start + MAX_TEXT_RUN) == -1 and len(xml) - start >= MAX_TEXT_RUN:
+        found = xml.find(b"<", start, start + MAX_TEXT_RUN)
+        bigfile.release(xml, start, start + MAX_TEXT_RUN)
+        if found == -1 and len(xml) - start >= MAX_TEXT_RUN:
             raise ReportParseError(
                 f"invalid aggregate report: a text or attribute value longer than {MAX_TEXT_RUN // (1024 * 1024)} MB"
             )
     # "record" occurs at least once per <record>: a count of the bare word
     # (memchr-fast) rules out almost every report before the exact pattern.
-    records = xml.count(b"record")
+    records = bigfile.count(xml, b"record")
     if records > MAX_RECORDS:
-        records = sum(1 for _ in _RECORD_RE.finditer(xml))
+        records = bigfile.count_matches(_RECORD_RE, xml)
     if records > MAX_RECORDS:
         raise ReportParseError(
             f"invalid aggregate report: {records:,} records in one report (limit {MAX_RECORDS:,}); "

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dmarclens import security
+from dmarclens import bigfile, security
 from dmarclens.enrich.offline import shared_enricher
 from dmarclens.errors import ReportParseError, StoreError
 from dmarclens.models import ItemResult, ParsedItem, RawItem, RunSummary
@@ -86,8 +86,11 @@ def pack_xml(parsed: Parsed, *, sha256: str | None = None) -> None:
     """
     assert parsed.item is not None and parsed.item.raw_xml is not None
     xml = parsed.item.raw_xml
-    parsed.raw_sha256 = sha256 or hashlib.sha256(xml).hexdigest()
-    parsed.raw_gz = write.gzip_raw(xml)
+    if bigfile.is_mapped(xml):  # a window at a time, never the whole file resident
+        parsed.raw_sha256, parsed.raw_gz = bigfile.gzip_stream(xml, write.RAW_GZIP_LEVEL)
+    else:
+        parsed.raw_sha256 = sha256 or hashlib.sha256(xml).hexdigest()
+        parsed.raw_gz = write.gzip_raw(xml)
     parsed.item = dataclasses.replace(parsed.item, raw_xml=None)
 
 
@@ -160,7 +163,8 @@ class Ingestor:
         self._hold = True
         try:
             for parsed in parse_all(raws, workers=self.workers, ahead=self.batch_items, on_wait=self._open_early,
-                                    before_fork=lambda: self._release(force=True)):
+                                    before_fork=lambda: self._release(force=True),
+                                    spill_dir=str(Path(self.db_path).resolve().parent)):
                 self.add(parsed)
             return self.finish()
         finally:
@@ -226,8 +230,6 @@ class Ingestor:
         self._pending_bytes = 0
         if not pending and not finished:
             return []
-        import duckdb  # here, not at import: the big-report child is forked before it is loaded
-
         results: list[ItemResult] = []
         self._early = False
         con = self._con if self._con is not None else self._open()
@@ -235,33 +237,13 @@ class Ingestor:
             # One DuckDB thread: a batch write is a few bulk INSERTs, and parse
             # workers use the other cores; more threads only cost ~20 MB RSS.
             con.execute("SET threads = 1")
-            con.execute("BEGIN TRANSACTION")
-            try:
-                if not self._run_written:
-                    write.start_run(con, self.run_id, self.command, self.source_kind)
-                wanted = security.current().domains if self.domains is None else self.domains
-                self._domains = security.apply_domain_list(con, wanted)  # cheap unless the list changed
-                results = self._write(con, pending)
-                for r in results:
-                    self.summary.add(r)
-                self.summary.seconds = time.monotonic() - self._started
-                write.update_run(con, self.summary, finished=finished)
-                con.execute("COMMIT")
-            except BaseException as e:
-                # After a failed COMMIT (disk full) DuckDB has already ended the
-                # transaction; a second error here must not hide the first.
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                # The items were not stored; forget their counts so a retry is exact.
-                for r in results:
-                    self.summary.items.remove(r)
-                self.summary = _recount(self.summary)
-                if isinstance(e, duckdb.Error):
-                    raise StoreError(
-                        f"database {self.db_path}: writing a batch of {len(pending)} item(s) failed and was "
-                        f"rolled back, nothing of it is stored ({' '.join(str(e).split())[:300]})"
-                    ) from e
-                raise
+            results = dbmod.bounded(con, lambda: self._transaction(con, pending, finished),
+                                    what=f"writing a batch to {self.db_path}")
+            for p in pending:  # committed: the rows and IP facts are in DuckDB, do not hold them
+                release = getattr(p.item.report.records, "release", None) if p.item and p.item.report else None
+                if release is not None:
+                    release()
+                p.ip_facts = None
             if finished and self.after_commit is not None and self.summary.stored:
                 self._after_commit(con)
         except BaseException:
@@ -272,6 +254,42 @@ class Ingestor:
         if self.progress:
             for r in results:
                 self.progress(r)
+        return results
+
+    def _transaction(self, con: duckdb.DuckDBPyConnection, pending: list[Parsed], finished: bool) -> list[ItemResult]:
+        """Write ``pending`` in one transaction and commit it; on any error
+        roll back and leave the summary as it was, so the batch can be
+        written again (``dbmod.bounded`` does, if DuckDB ran out of memory)."""
+        import duckdb
+
+        results: list[ItemResult] = []
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if not self._run_written:
+                write.start_run(con, self.run_id, self.command, self.source_kind)
+            wanted = security.current().domains if self.domains is None else self.domains
+            self._domains = security.apply_domain_list(con, wanted)  # cheap unless the list changed
+            results = self._write(con, pending)
+            for r in results:
+                self.summary.add(r)
+            self.summary.seconds = time.monotonic() - self._started
+            write.update_run(con, self.summary, finished=finished)
+            con.execute("COMMIT")
+        except BaseException as e:
+            # After a failed COMMIT (disk full) DuckDB has already ended the
+            # transaction; a second error here must not hide the first.
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            # The items were not stored; forget their counts so a retry is exact.
+            for r in results:
+                self.summary.items.remove(r)
+            self.summary = _recount(self.summary)
+            if isinstance(e, duckdb.Error):
+                raise StoreError(
+                    f"database {self.db_path}: writing a batch of {len(pending)} item(s) failed and was "
+                    f"rolled back, nothing of it is stored ({' '.join(str(e).split())[:300]})"
+                ) from e
+            raise
         return results
 
     def _after_commit(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -340,17 +358,13 @@ class Ingestor:
                     if p.ip_facts is None:  # else the worker already looked its IPs up
                         ips.update(write.source_ips(report.records))
             results.append(res)
-        write.insert_reports(con, to_store, run_id=self.run_id)  # one bulk write per batch
-        for stored_report in to_store:  # the rows are in DuckDB now; do not hold them twice
-            release = getattr(stored_report.report.records, "release", None)
-            if release is not None:
-                release()
+        # One bulk write per batch. The rows (and IP facts) are released only
+        # after the commit (``flush``): a batch that fails is written again.
+        write.insert_reports(con, to_store, run_id=self.run_id)
         # Before the rollup: a report for someone else's domain must never reach it.
         security.store_trust(con, trust)
         if ips or facts:
             write.upsert_ip_facts(con, ips, shared_enricher, facts=facts)
-            for p in pending:
-                p.ip_facts = None
             del facts
         rollups.add_for_reports(con, [r.report_key for r in results if r.outcome == "stored" and r.report_key])
         write.insert_items(con, self.run_id, results)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from dmarclens import bigfile
 from dmarclens.errors import ReportParseError
 from dmarclens.models import RawItem
 from dmarclens.parse import MAX_REPORT_BYTES, read_zip_member, unsafe_member_name
@@ -76,10 +77,11 @@ def iter_path_tasks(paths: Iterable[str | os.PathLike[str]]) -> Iterator[RawItem
             yield FileTask(str(path))
 
 
-def expand(item: RawItem | FileTask) -> Iterator[RawItem]:
-    """The payloads of a ``FileTask`` (a RawItem is its own)."""
+def expand(item: RawItem | FileTask, *, map_big: bool = False) -> Iterator[RawItem]:
+    """The payloads of a ``FileTask`` (a RawItem is its own); see ``iter_file``
+    for ``map_big``."""
     if isinstance(item, FileTask):
-        yield from iter_file(Path(item.path))
+        yield from iter_file(Path(item.path), map_big=map_big)
     else:
         yield item
 
@@ -99,7 +101,14 @@ def _iter_dir(root: Path) -> Iterator[RawItem | FileTask]:
             yield FileTask(os.path.join(dirpath, name))
 
 
-def iter_file(path: Path) -> Iterator[RawItem]:
+def iter_file(path: Path, *, map_big: bool = False) -> Iterator[RawItem]:
+    """The report payloads in one file.
+
+    ``map_big``: a bare report (not a mailbox, mail or zip archive) of
+    ``bigfile.MAP_MIN_BYTES`` or more comes as a read-only map of the file
+    rather than its bytes, for a process that parses it a window at a time
+    (``dmarclens.bigfile``); such an item must not be pickled.
+    """
     origin = str(path)
     try:
         # One open per file: a folder of 10,000 small reports means 10,000
@@ -113,6 +122,11 @@ def iter_file(path: Path) -> Iterator[RawItem]:
             data = fh.read(8)
             mbox = data.startswith(b"From ")
             if not mbox and len(data) == 8:
+                fh.seek(0)
+                if (map_big and size >= bigfile.MAP_MIN_BYTES and path.suffix.lower() != ".eml"
+                        and _bare_report(fh.read(65536))):
+                    yield RawItem(data=bigfile.map_file(fh), origin=origin, name=path.name)  # type: ignore[arg-type]
+                    return
                 fh.seek(0)
                 data = fh.readall()  # not head + rest, nor a buffered read: both copy a 100 MB report
     except OSError as e:
@@ -130,6 +144,11 @@ def iter_file(path: Path) -> Iterator[RawItem]:
         yield from items_from_mail(data, origin=origin, origin_kind="eml")
     else:
         yield RawItem(data=data, origin=origin, name=path.name)
+
+
+def _bare_report(head: bytes) -> bool:
+    """What ``iter_file`` would yield as it is (no archive, mail or Outlook file)."""
+    return not (head.startswith((_OLE_MAGIC, _ZIP_MAGIC, b"From ")) or looks_like_mail(head))
 
 
 def iter_zip(data: bytes, *, origin: str, name: str | None, origin_kind: str = "file") -> Iterator[RawItem]:
