@@ -1,0 +1,254 @@
+"""Big files are parsed through a read-only map, a window at a time, and their
+record batches cross to the writer as files (dmarclens.bigfile, dmarclens.spill).
+
+Asserted: every helper answers on a mapped file what the bytes method answers,
+whatever the window size and wherever a pattern falls across windows; every
+hostile and ordinary file comes out of the mapped parse exactly as out of the
+in-memory one (same rejection reason, or the same report, records, hash and
+raw XML); a file truncated under its map is read again and rejected, not lost;
+spilled batches survive pickling and leave no file behind; a write that runs
+out of DuckDB memory is written again, once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import pickle
+import re
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from dmarclens import bigfile, fastparse, parallel
+from dmarclens.generator import big_report_xml
+from dmarclens.parse import _DRAFT_RE, _EMPTY_REASON_RE, _RECORD_RE
+from dmarclens.pipeline import Parsed, ingest_paths, parse_raw
+from dmarclens.sources.files import iter_file
+from dmarclens.spill import SpilledBatches
+from dmarclens.store import db as dbmod
+from tests.hostile.cases import CASES, good_inputs
+
+_ATTRIBUTE = fastparse._ATTRIBUTE
+
+
+def _mapped(path: Path) -> bigfile.mmap.mmap:
+    with path.open("rb") as fh:
+        return bigfile.map_file(fh)
+
+
+# Boundary material: whitespace runs inside matches, needles split at every
+# offset around a window edge, record starts right at it.
+_TRICKY = (
+    b"<feedback>" + b" " * 13 + b"<reason>" + b" " * 40 + b"</reason>" + b"record" * 3
+    + b"<record>" + b"x=" + b" " * 30 + b'"v"' + b"<identities>" + b"<reason/>" + b"\n" * 50 + b"<spf>"
+    + b"<![CDATA[" + b"rec" + b"ord" + b"</feedback>"
+)
+
+
+@pytest.mark.parametrize("window", [7, 16, 64, 4096])
+def test_helpers_on_a_map_answer_what_bytes_methods_answer(window: int, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bigfile, "WINDOW", window)
+    docs = {
+        "tricky": _TRICKY,
+        "shifted": b"ab" + _TRICKY * 3,
+        "report": big_report_xml(40, 20, seed=3),
+        "blank": b" \n\t " * 40,
+        "no-match": b"x" * 500,
+    }
+    needles = [b"<![CDATA[", b"record", b"<reason", b"<spf>", b"<scope>", b"xs:schema", b"<", b"zzz"]
+    patterns = [_ATTRIBUTE, _EMPTY_REASON_RE, _DRAFT_RE, _RECORD_RE]
+    for name, data in docs.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        mm = _mapped(path)
+        assert bigfile.blank(mm) == data.isspace(), name
+        for needle in needles:
+            for start in (0, 1, 5, 33, len(data) // 2):
+                assert bigfile.find(mm, needle, start) == data.find(needle, start), (name, needle, start)
+            assert bigfile.contains(mm, needle) == (needle in data), (name, needle)
+        assert bigfile.count(mm, b"record") == data.count(b"record"), name
+        for pattern in patterns:
+            for start in (0, 3, 40):
+                assert bigfile.search(pattern, mm, start) == (pattern.search(data, start) is not None), \
+                    (name, pattern.pattern, start)
+            assert bigfile.count_matches(pattern, mm) == len(pattern.findall(data)), (name, pattern.pattern)
+        assert bigfile.sha256_hex(mm) == hashlib.sha256(data).hexdigest()
+        digest, gz = bigfile.gzip_stream(mm, 3)
+        assert digest == hashlib.sha256(data).hexdigest() and gzip.decompress(gz) == data
+        assert bigfile.materialize(mm) == data
+        # Pages handed back are read again from the file: nothing changes.
+        bigfile.release_all(mm)
+        assert mm[:] == data
+
+
+def test_pieces_cut_only_before_a_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bigfile, "WINDOW", 1000)
+    data = big_report_xml(60, 30, seed=4)
+    path = tmp_path / "r.xml"
+    path.write_bytes(data)
+    pieces = list(bigfile.pieces(_mapped(path), 25))
+    assert len(pieces) > 3
+    assert b"".join(pieces) == data[25:]
+    assert all(p.startswith(b"<record") for p in pieces[1:])
+
+
+def _outcome(p: Parsed) -> tuple:
+    """Everything the writer takes from a parse (the raw gzip compared by content)."""
+    if p.error is not None:
+        return ("error", p.error)
+    assert p.item is not None
+    if p.item.report is None:
+        return ("item", p.item.kind, p.item.summary)
+    report = p.item.report
+    return ("report", p.key, report.parser, report.format, report.begin, report.end, report.org_name,
+            report.report_id, report.policy, report.records.messages, report.records.columns(),
+            p.sha256, p.size_bytes, p.raw_sha256, gzip.decompress(p.raw_gz) if p.raw_gz else None)
+
+
+def _file_cases(root: Path) -> dict[str, bytes]:
+    out = {case.name: case.build(root) for case in CASES if not case.sparse_size}
+    out.update(good_inputs())
+    out["big-report.xml"] = big_report_xml(3_000, 900, seed=11)
+    return out
+
+
+def test_every_file_parses_the_same_mapped_as_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hostile catalogue, the ordinary reports and a generated big report:
+    mapped with a small window (many windows and cuts), each gives what the
+    bytes give."""
+    monkeypatch.setattr(bigfile, "MAP_MIN_BYTES", 0)
+    monkeypatch.setattr(bigfile, "WINDOW", 4096)
+    before = fastparse.split_processes()
+    fastparse.set_split_processes(1)
+    mapped_count = 0
+    try:
+        for name, data in _file_cases(tmp_path).items():
+            path = tmp_path / "files" / name
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(data)
+            in_memory = [_outcome(parse_raw(raw)) for raw in iter_file(path)]
+            raws = list(iter_file(path, map_big=True))
+            mapped_count += sum(bigfile.is_mapped(r.data) for r in raws)
+            assert [_outcome(parse_raw(raw)) for raw in raws] == in_memory, name
+    finally:
+        fastparse.set_split_processes(before)
+    assert mapped_count >= 30  # the bare files really went through the map
+
+
+def test_a_file_truncated_under_its_map_is_read_again_and_rejected(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real fault: reading a mapped page past the new end of the file raises
+    SIGBUS in the child that parses it; the writer reads the file again."""
+    monkeypatch.setattr(bigfile, "MAP_MIN_BYTES", 0)
+    path = tmp_path / "shrinking.xml"
+    path.write_bytes(big_report_xml(3_000, 900, seed=13))
+    (raw,) = iter_file(path, map_big=True)
+    assert bigfile.is_mapped(raw.data)
+    os.truncate(path, path.stat().st_size // 2)
+    with caplog.at_level(logging.WARNING, logger="dmarclens.parallel"):
+        parsed = parallel._isolated(raw, spill_dir=str(tmp_path))
+    assert "the parsing process died (exit -7)" in caplog.text  # SIGBUS
+    assert parsed.error is not None and "truncated XML" in parsed.error
+    assert parsed.size_bytes == path.stat().st_size
+    assert not list(tmp_path.glob(".dmarclens-spill-*"))
+
+
+def test_spilled_batches_pickle_as_paths_and_vanish_when_adopted(tmp_path: Path) -> None:
+    pa = fastparse.import_pyarrow()
+    batches = [pa.record_batch({"n": pa.array(range(i, i + 5), pa.int64())}) for i in (0, 5, 10)]
+    spilled = SpilledBatches(str(tmp_path))
+    for b in batches[:2]:
+        spilled.append(b)
+    more = SpilledBatches(str(tmp_path))
+    more.append(batches[2])
+    spilled.extend(more)
+    assert len(spilled) == 3 and bool(spilled)
+    blob = pickle.dumps(spilled)
+    assert len(blob) < 1000  # paths, not rows
+    copy = pickle.loads(blob)
+    assert [b.column(0).to_pylist() for b in copy] == [b.column(0).to_pylist() for b in batches]
+    files = sorted(tmp_path.glob("*.arrow"))
+    assert len(files) == 2
+    copy.adopt()
+    assert not list(tmp_path.glob("*.arrow"))  # unlinked, still readable through the open files
+    assert [b.column(0).to_pylist() for b in copy] == [b.column(0).to_pylist() for b in batches]
+    assert [b.column(0).to_pylist() for b in copy] == [b.column(0).to_pylist() for b in batches]  # twice: a retry
+    copy.close()
+
+
+def _records(db: Path) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT source_ip, count, disposition, dkim, spf, day FROM records "
+                           "ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+
+
+def test_a_big_report_is_stored_through_map_and_spill_as_one_process_stores_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bigfile, "MAP_MIN_BYTES", 64 * 1024)
+    monkeypatch.setattr(parallel, "BIG_ITEM_BYTES", 64 * 1024)
+    monkeypatch.setattr(fastparse, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(fastparse, "CHUNK_ROWS", 500)  # several spilled batches per part
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "big.xml").write_bytes(big_report_xml(6_000, 2_000, seed=14))
+    seen: list[bool] = []
+    real = parallel._isolated_in
+
+    def spy(ctx, raw, on_wait, spill):  # noqa: ANN001 - records that the map and a spill directory were used
+        seen.append(bigfile.is_mapped(raw.data) and spill is not None and os.path.isdir(spill))
+        return real(ctx, raw, on_wait, spill)
+
+    monkeypatch.setattr(parallel, "_isolated_in", spy)
+    split = ingest_paths([src], tmp_path / "split.duckdb", workers=2)
+    monkeypatch.setattr(parallel, "_isolated_in", real)
+    one = ingest_paths([src], tmp_path / "one.duckdb", workers=1)
+    assert seen == [True]
+    assert split.stored == one.stored == 1 and split.records == one.records == 6_000
+    assert _records(tmp_path / "split.duckdb") == _records(tmp_path / "one.duckdb")
+    assert not [p for p in tmp_path.rglob("*") if ".dmarclens-spill-" in p.name or p.suffix == ".arrow"]
+
+
+def test_a_write_that_runs_out_of_memory_is_written_again_once(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB itself runs out under a tiny limit; the batch is then written
+    under the default, and everything is stored exactly once."""
+    monkeypatch.setattr(dbmod, "WORK_MEMORY_LIMITS", ("4MB",))
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "r.xml").write_bytes(big_report_xml(20_000, 5_000, seed=15))
+    with caplog.at_level(logging.INFO, logger="dmarclens.store.db"):
+        summary = ingest_paths([src], tmp_path / "a.duckdb", workers=1)
+    assert "needed more than 4MB of memory" in caplog.text
+    assert summary.stored == 1 and summary.records == 20_000
+    con = duckdb.connect(str(tmp_path / "a.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM records").fetchone() == (20_000,)
+        assert con.execute("SELECT count(*) FROM reports").fetchone() == (1,)
+        assert con.execute("SELECT count(*), min(outcome) FROM ingest_items").fetchone() == (1, "stored")
+    finally:
+        con.close()
+
+
+def test_bounded_raises_what_is_not_about_memory(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "x.duckdb"))
+    calls = []
+
+    def attempt() -> None:
+        calls.append(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+        raise duckdb.CatalogException("no such table")
+
+    with pytest.raises(duckdb.CatalogException):
+        dbmod.bounded(con, attempt, limits=("32MB",))
+    assert len(calls) == 1 and re.match(r"30\.\d MiB|32\.0 MiB|32 MB", calls[0]), calls
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] != calls[0]
+    con.close()
+    shutil.rmtree(tmp_path, ignore_errors=True)
