@@ -49,6 +49,37 @@ def map_file(fh: object) -> mmap.mmap:
     return mm
 
 
+def map_spooled(fh: object, size: int) -> Buffer:
+    """A map of a file just written through ``fh`` (``b""`` when it is empty:
+    an empty file cannot be mapped)."""
+    if size == 0:
+        return b""
+    fh.flush()  # type: ignore[attr-defined]
+    return map_file(fh)
+
+
+def expanded_size(data: Buffer) -> int:
+    """The size of what ``data`` inflates to, as its container states it: a
+    gzip's trailer (mod 4 GiB) or a zip's directory, else ``len(data)``.
+
+    Only to decide where an item is parsed: a lie costs memory, never safety,
+    since every inflation is bounded again while it runs.
+    """
+    head = data[:4]
+    if head[:2] == b"\x1f\x8b" and len(data) >= 18:
+        return int.from_bytes(data[-4:], "little")
+    if head == b"PK\x03\x04":
+        import io
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                return sum(i.file_size for i in zf.infolist())
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+            return len(data)
+    return len(data)
+
+
 def is_mapped(buf: object) -> bool:
     return isinstance(buf, mmap.mmap)
 

@@ -111,11 +111,12 @@ def parse_all(raws: Iterable[RawItem | FileTask], *, workers: int | None = 1, ah
     if len(head) < POOL_MIN_ITEMS:
         # A big bare report comes mapped, not read: the child that parses it
         # reads it a window at a time and this process never holds its bytes.
-        head = [raw for item in head for raw in expand(item, map_big=True)]
+        head = [raw for item in head for raw in expand(item, map_big=True, inflate_dir=spill_dir)]
         head.reverse()
         while head:
             raw = head.pop()
-            if len(raw.data) >= BIG_ITEM_BYTES or bigfile.is_mapped(raw.data):
+            # Big as it will be parsed: a 130 MB report may arrive as 4 MB of gzip.
+            if bigfile.is_mapped(raw.data) or bigfile.expanded_size(raw.data) >= BIG_ITEM_BYTES:
                 if before_fork is not None:
                     before_fork()
                 parsed = _isolated(raw, on_wait, spill_dir)
@@ -239,7 +240,7 @@ def _isolated_child(box: list[RawItem], sender: Any, spill: str | None = None) -
     set_spill_dir(spill)
     import_pyarrow_without_numpy()  # before the parts are forked: they inherit it
     raw = box.pop()
-    payload = _payload(raw)
+    payload = _payload(raw, spill)
     packed: dict[str, Any] = {}
     packer = None
     if payload is not None:
@@ -285,16 +286,18 @@ def _isolated_child(box: list[RawItem], sender: Any, spill: str | None = None) -
     sender.close()
 
 
-def _payload(raw: RawItem) -> bytes | None:
+def _payload(raw: RawItem, inflate_dir: str | None = None) -> bytes | None:
     """The report bytes as the parser will see them (decompressed, UTF-8), or
-    None when that cannot be told here (the parse then says why)."""
+    None when that cannot be told here (the parse then says why). A
+    compressed report is inflated into a file in ``inflate_dir`` and mapped,
+    so it is not held in memory either (``parse.decompress``)."""
     from dmarclens.errors import ReportParseError
     from dmarclens.parse import decompress, to_utf8
 
     if raw.problem or raw.kind_hint == "failure" or not raw.data:
         return None
     try:
-        return to_utf8(decompress(raw.data))
+        return to_utf8(decompress(raw.data, inflate_dir=inflate_dir))
     except (ReportParseError, MemoryError, OSError, ValueError, EOFError):
         return None
 

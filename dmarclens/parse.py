@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import math
 import re
+import tempfile
 import threading
 import zipfile
 import zlib
@@ -61,10 +62,17 @@ class _RecordWarnings(logging.Handler):
             self.messages.append(text)
 
 
-def decompress(data: bytes, *, limit: int = MAX_REPORT_BYTES) -> bytes:
-    """Undo gzip or single-member zip compression, refusing to inflate past ``limit``."""
+def decompress(data: bytes, *, limit: int = MAX_REPORT_BYTES, inflate_dir: str | None = None) -> bytes:
+    """Undo gzip or single-member zip compression, refusing to inflate past ``limit``.
+
+    ``inflate_dir``: inflate into an unnamed file there and return a read-only
+    map of it (``dmarclens.bigfile``) instead of ``bytes``, so a 130 MB report
+    delivered as 4 MB of gzip is never held in memory either.
+    """
     magic = data[:4]  # a slice, not startswith: ``data`` may be a mapped file (dmarclens.bigfile)
     if magic.startswith(_GZIP_MAGIC):
+        if inflate_dir is not None:
+            return _gunzip_to_map(data, limit=limit, directory=inflate_dir)
         return gunzip_bounded(data, limit=limit)
     if magic.startswith(_ZIP_MAGIC):
         try:
@@ -76,7 +84,7 @@ def decompress(data: bytes, *, limit: int = MAX_REPORT_BYTES) -> bytes:
                     raise ReportParseError(
                         f"zip archive holds {len(names)} files; expected one report"
                     )
-                return read_zip_member(zf, names[0], limit=limit)
+                return read_zip_member(zf, names[0], limit=limit, inflate_dir=inflate_dir)
         except zipfile.BadZipFile as e:
             raise ReportParseError(f"corrupt zip archive: {e}") from e
     return data
@@ -86,14 +94,16 @@ _SCAN_CHUNK = 1024 * 1024
 _RECORD_MARK = b"<record"
 
 
-def _scan_inflated(chunks: Iterable[bytes], *, limit: int, what: str) -> int:
-    """Size of a stream's inflated output, counted without keeping it.
+def _scan_inflated(chunks: Iterable[bytes], *, limit: int, what: str,
+                   sink: Callable[[bytes], Any] | None = None) -> int:
+    """Size of a stream's inflated output, counted without keeping it (or
+    written to ``sink`` as it comes).
 
     Why a counting pass before the real one: inflating straight into memory
     holds up to twice the output (zlib grows its buffer), so a bomb would cost
     512 MB before being refused. Counting in 1 MB chunks costs 1 MB, refuses
     bombs and million-record reports on the way, and lets the real pass
-    allocate the exact size once.
+    allocate the exact size once. Inflating into a file needs no second pass.
     """
     total = records = 0
     prev = b""
@@ -101,6 +111,8 @@ def _scan_inflated(chunks: Iterable[bytes], *, limit: int, what: str) -> int:
         total += len(chunk)
         if total > limit:
             raise ReportParseError(f"{what} expands past {limit // (1024 * 1024)} MB; refused as a bomb")
+        if sink is not None:
+            sink(chunk)
         records += chunk.count(_RECORD_MARK) + (prev[-6:] + chunk[:6]).count(_RECORD_MARK)
         prev = chunk
     if records > MAX_RECORDS:
@@ -111,21 +123,21 @@ def _scan_inflated(chunks: Iterable[bytes], *, limit: int, what: str) -> int:
     return total
 
 
+def _gunzip_chunks(data: bytes, d: Any) -> Iterator[bytes]:
+    buf = data
+    while not d.eof:
+        out = d.decompress(buf, _SCAN_CHUNK)
+        buf = d.unconsumed_tail
+        if out:
+            yield out
+        elif not buf:
+            return
+
+
 def gunzip_bounded(data: bytes, *, limit: int = MAX_REPORT_BYTES) -> bytes:
     d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-
-    def chunks() -> Iterator[bytes]:
-        buf = data
-        while not d.eof:
-            out = d.decompress(buf, _SCAN_CHUNK)
-            buf = d.unconsumed_tail
-            if out:
-                yield out
-            elif not buf:
-                return
-
     try:
-        size = _scan_inflated(chunks(), limit=limit, what="gzip")
+        size = _scan_inflated(_gunzip_chunks(data, d), limit=limit, what="gzip")
         if not d.eof:
             raise ReportParseError("truncated gzip data (stream ends early)")
         return zlib.decompress(data, zlib.MAX_WBITS | 16, size + 1)
@@ -133,11 +145,35 @@ def gunzip_bounded(data: bytes, *, limit: int = MAX_REPORT_BYTES) -> bytes:
         raise ReportParseError(f"corrupt gzip data: {e}") from e
 
 
-def read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, limit: int = MAX_REPORT_BYTES) -> bytes:
+def _gunzip_to_map(data: bytes, *, limit: int, directory: str) -> bytes:
+    """``gunzip_bounded`` into an unnamed file, returned mapped (same checks, same errors)."""
+    d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    with tempfile.TemporaryFile(dir=directory) as fh:
+        try:
+            size = _scan_inflated(_gunzip_chunks(data, d), limit=limit, what="gzip", sink=fh.write)
+            if not d.eof:
+                raise ReportParseError("truncated gzip data (stream ends early)")
+        except zlib.error as e:
+            raise ReportParseError(f"corrupt gzip data: {e}") from e
+        return bigfile.map_spooled(fh, size)  # type: ignore[return-value]
+
+
+def read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, limit: int = MAX_REPORT_BYTES,
+                    inflate_dir: str | None = None) -> bytes:
+    """One member's bytes, refusing bombs; with ``inflate_dir``, inflated into
+    an unnamed file there and returned mapped (see ``decompress``)."""
     if info.file_size > limit:
         raise ReportParseError(
             f"zip member {info.filename!r} expands to {info.file_size} bytes; refused as a bomb"
         )
+    if inflate_dir is not None:
+        try:
+            with zf.open(info) as fh, tempfile.TemporaryFile(dir=inflate_dir) as out:
+                size = _scan_inflated(iter(lambda: fh.read(_SCAN_CHUNK), b""), limit=limit,
+                                      what=f"zip member {info.filename!r}", sink=out.write)
+                return bigfile.map_spooled(out, size)  # type: ignore[return-value]
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+            raise ReportParseError(f"corrupt zip member {info.filename!r}: {e}") from e
     try:
         # Counting pass first (see _scan_inflated): a header that lies about the
         # size is caught by the CRC check at the end of it, holding 1 MB.

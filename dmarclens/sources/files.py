@@ -13,6 +13,7 @@ import logging
 import mailbox
 import os
 import re
+import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -77,11 +78,11 @@ def iter_path_tasks(paths: Iterable[str | os.PathLike[str]]) -> Iterator[RawItem
             yield FileTask(str(path))
 
 
-def expand(item: RawItem | FileTask, *, map_big: bool = False) -> Iterator[RawItem]:
+def expand(item: RawItem | FileTask, *, map_big: bool = False, inflate_dir: str | None = None) -> Iterator[RawItem]:
     """The payloads of a ``FileTask`` (a RawItem is its own); see ``iter_file``
-    for ``map_big``."""
+    for ``map_big`` and ``inflate_dir``."""
     if isinstance(item, FileTask):
-        yield from iter_file(Path(item.path), map_big=map_big)
+        yield from iter_file(Path(item.path), map_big=map_big, inflate_dir=inflate_dir)
     else:
         yield item
 
@@ -101,13 +102,15 @@ def _iter_dir(root: Path) -> Iterator[RawItem | FileTask]:
             yield FileTask(os.path.join(dirpath, name))
 
 
-def iter_file(path: Path, *, map_big: bool = False) -> Iterator[RawItem]:
+def iter_file(path: Path, *, map_big: bool = False, inflate_dir: str | None = None) -> Iterator[RawItem]:
     """The report payloads in one file.
 
     ``map_big``: a bare report (not a mailbox, mail or zip archive) of
     ``bigfile.MAP_MIN_BYTES`` or more comes as a read-only map of the file
     rather than its bytes, for a process that parses it a window at a time
-    (``dmarclens.bigfile``); such an item must not be pickled.
+    (``dmarclens.bigfile``), and so does a zip member that large, inflated
+    into an unnamed file in ``inflate_dir`` (the system's temporary directory
+    if None). Such items must not be pickled.
     """
     origin = str(path)
     try:
@@ -139,7 +142,7 @@ def iter_file(path: Path, *, map_big: bool = False) -> Iterator[RawItem]:
         yield RawItem(data=data, origin=origin, name=path.name,
                       problem="Outlook .msg file: not supported, save the mail as .eml instead")
     elif data.startswith(_ZIP_MAGIC):
-        yield from iter_zip(data, origin=origin, name=path.name)
+        yield from iter_zip(data, origin=origin, name=path.name, map_big=map_big, inflate_dir=inflate_dir)
     elif path.suffix.lower() == ".eml" or looks_like_mail(data):
         yield from items_from_mail(data, origin=origin, origin_kind="eml")
     else:
@@ -151,8 +154,10 @@ def _bare_report(head: bytes) -> bool:
     return not (head.startswith((_OLE_MAGIC, _ZIP_MAGIC, b"From ")) or looks_like_mail(head))
 
 
-def iter_zip(data: bytes, *, origin: str, name: str | None, origin_kind: str = "file") -> Iterator[RawItem]:
-    """A zip archive may hold one report (the usual case) or a folder's worth."""
+def iter_zip(data: bytes, *, origin: str, name: str | None, origin_kind: str = "file", map_big: bool = False,
+             inflate_dir: str | None = None) -> Iterator[RawItem]:
+    """A zip archive may hold one report (the usual case) or a folder's worth
+    (``map_big``, ``inflate_dir``: see ``iter_file``)."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as e:
@@ -176,7 +181,8 @@ def iter_zip(data: bytes, *, origin: str, name: str | None, origin_kind: str = "
                               name=info.filename, problem=unsafe)
                 continue
             try:
-                payload = read_zip_member(zf, info)
+                big = map_big and info.file_size >= bigfile.MAP_MIN_BYTES
+                payload = read_zip_member(zf, info, inflate_dir=(inflate_dir or tempfile.gettempdir()) if big else None)
             except ReportParseError as e:
                 yield RawItem(data=b"", origin=origin, member=member, name=info.filename, problem=str(e))
                 continue

@@ -25,13 +25,14 @@ import duckdb
 import pytest
 
 from dmarclens import bigfile, fastparse, parallel
+from dmarclens.errors import ReportParseError
 from dmarclens.generator import big_report_xml
-from dmarclens.parse import _DRAFT_RE, _EMPTY_REASON_RE, _RECORD_RE
+from dmarclens.parse import _DRAFT_RE, _EMPTY_REASON_RE, _RECORD_RE, decompress
 from dmarclens.pipeline import Parsed, ingest_paths, parse_raw
 from dmarclens.sources.files import iter_file
 from dmarclens.spill import SpilledBatches
 from dmarclens.store import db as dbmod
-from tests.hostile.cases import CASES, good_inputs
+from tests.hostile.cases import CASES, good_inputs, zip_of
 
 _ATTRIBUTE = fastparse._ATTRIBUTE
 
@@ -141,6 +142,37 @@ def test_every_file_parses_the_same_mapped_as_in_memory(tmp_path: Path, monkeypa
     assert mapped_count >= 30  # the bare files really went through the map
 
 
+def _inflated(data: bytes, inflate_dir: str | None) -> tuple:
+    try:
+        out = decompress(data, inflate_dir=inflate_dir)
+    except ReportParseError as e:
+        return ("refused", str(e))
+    return ("bytes", bigfile.materialize(out), bigfile.is_mapped(out))
+
+
+def test_inflating_into_a_mapped_file_gives_the_same_bytes_or_the_same_refusal(tmp_path: Path) -> None:
+    """gzip and zip payloads of the hostile catalogue (bombs, truncated,
+    corrupt, many members) and of ordinary reports: inflated into an unnamed
+    file and mapped, they give what inflating into memory gives."""
+    report = big_report_xml(2_000, 500, seed=16)
+    payloads = {name: data for name, data in _file_cases(tmp_path).items()
+                if data[:2] == b"\x1f\x8b" or data[:4] == b"PK\x03\x04"}
+    payloads["report.xml.gz"] = gzip.compress(report)
+    payloads["report.zip"] = zip_of({"report.xml": report})
+    payloads["truncated.gz"] = gzip.compress(report)[:-50]
+    payloads["empty.gz"] = gzip.compress(b"")
+    assert len(payloads) >= 10
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    for name, data in payloads.items():
+        in_memory = _inflated(data, None)
+        mapped = _inflated(data, str(spill))
+        assert mapped[:2] == in_memory[:2], name
+        if mapped[0] == "bytes" and mapped[1]:
+            assert mapped[2], f"{name}: not mapped"
+    assert not list(spill.iterdir())  # unnamed files: nothing to clean up
+
+
 def test_a_file_truncated_under_its_map_is_read_again_and_rejected(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A real fault: reading a mapped page past the new end of the file raises
@@ -182,13 +214,16 @@ def test_spilled_batches_pickle_as_paths_and_vanish_when_adopted(tmp_path: Path)
     copy.close()
 
 
-def _records(db: Path) -> list[tuple]:
+def _rows(db: Path, sql: str) -> list[tuple]:
     con = duckdb.connect(str(db), read_only=True)
     try:
-        return con.execute("SELECT source_ip, count, disposition, dkim, spf, day FROM records "
-                           "ORDER BY ALL").fetchall()
+        return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def _records(db: Path) -> list[tuple]:
+    return _rows(db, "SELECT report_key, source_ip, count, disposition, dkim, spf, day FROM records ORDER BY ALL")
 
 
 def test_a_big_report_is_stored_through_map_and_spill_as_one_process_stores_it(
@@ -200,20 +235,30 @@ def test_a_big_report_is_stored_through_map_and_spill_as_one_process_stores_it(
     src = tmp_path / "in"
     src.mkdir()
     (src / "big.xml").write_bytes(big_report_xml(6_000, 2_000, seed=14))
+    # Compressed, as Google (zip) and Microsoft (gzip) deliver: 80 KB on disk,
+    # 4 MB of XML; inflated into a mapped file, not into memory.
+    (src / "big.xml.gz").write_bytes(gzip.compress(big_report_xml(6_000, 2_000, seed=17)))
+    (src / "big.zip").write_bytes(zip_of({"report.xml": big_report_xml(6_000, 2_000, seed=18)}))
     seen: list[bool] = []
     real = parallel._isolated_in
 
     def spy(ctx, raw, on_wait, spill):  # noqa: ANN001 - records that the map and a spill directory were used
-        seen.append(bigfile.is_mapped(raw.data) and spill is not None and os.path.isdir(spill))
+        gz = raw.data[:2] == b"\x1f\x8b"  # inflated by the child, into the spill directory
+        seen.append((bigfile.is_mapped(raw.data) or gz) and spill is not None and os.path.isdir(spill))
         return real(ctx, raw, on_wait, spill)
 
     monkeypatch.setattr(parallel, "_isolated_in", spy)
     split = ingest_paths([src], tmp_path / "split.duckdb", workers=2)
     monkeypatch.setattr(parallel, "_isolated_in", real)
     one = ingest_paths([src], tmp_path / "one.duckdb", workers=1)
-    assert seen == [True]
-    assert split.stored == one.stored == 1 and split.records == one.records == 6_000
+    assert seen == [True, True, True]
+    assert split.stored == one.stored == 3 and split.records == one.records == 18_000
     assert _records(tmp_path / "split.duckdb") == _records(tmp_path / "one.duckdb")
+    ledger = "SELECT origin, member, outcome, sha256, size_bytes, records FROM ingest_items ORDER BY origin"
+    assert _rows(tmp_path / "split.duckdb", ledger) == _rows(tmp_path / "one.duckdb", ledger)
+    gz = src / "big.xml.gz"
+    assert (str(gz), None, "stored", hashlib.sha256(gz.read_bytes()).hexdigest(), gz.stat().st_size, 6_000) in \
+        _rows(tmp_path / "split.duckdb", ledger)
     assert not [p for p in tmp_path.rglob("*") if ".dmarclens-spill-" in p.name or p.suffix == ".arrow"]
 
 
