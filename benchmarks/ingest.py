@@ -8,6 +8,8 @@ Cases (inputs made by ``dmarclens.generator``):
   b. one report with 200,000 records (~130 MB of XML)
   c. a folder of 10,000 small reports (.zip/.xml.gz/.xml, 1-20 records each)
   d. the project's sample_reports/ (files, mail, mbox)
+  e. dmarclens alone on reports of 100,000 and 250,000 records (50,000 IPs):
+     with a and b, peak memory against report size
 
 dmarclens runs as users run it: the ``dmarclens ingest`` command in its own
 process, into a fresh DuckDB file (parse, offline enrichment, store, commit;
@@ -183,9 +185,16 @@ def parsedmarc_parse(label: str, inputs: list[Path], *, limit: int = 0) -> Run:
 def make_inputs(work: Path, *, quick: bool) -> dict[str, Path]:
     from dmarclens.generator import big_report_xml, many_small_reports
 
-    sizes = {"big": (5_000, 5_000), "huge": (20_000, 5_000), "small": 300} if quick else {
-        "big": (50_000, 50_000), "huge": (200_000, 50_000), "small": 10_000}
+    sizes = {"big": (5_000, 5_000), "huge": (20_000, 5_000), "small": 300,
+             "scale": [(10_000, 5_000), (25_000, 5_000)]} if quick else {
+        "big": (50_000, 50_000), "huge": (200_000, 50_000), "small": 10_000,
+        "scale": [(100_000, 50_000), (250_000, 50_000)]}
     paths = {}
+    for i, (records, ips) in enumerate(sizes["scale"]):
+        path = work / f"scale-{records}.xml"
+        if not path.exists():
+            path.write_bytes(big_report_xml(records, ips, seed=10 + i))
+        paths[f"scale{i}"] = path
     big = work / f"big-{sizes['big'][0]}.xml"
     if not big.exists():
         big.write_bytes(big_report_xml(*sizes["big"], seed=1))
@@ -301,6 +310,14 @@ def main() -> None:
     REPEAT = max(1, args.repeat)
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
+    # Bytecode as an installed package has it (pip compiles at install): in a
+    # checkout, modules changed since their .pyc was written would otherwise
+    # be compiled again by every run (under PYTHONDONTWRITEBYTECODE, as here).
+    import compileall
+
+    import dmarclens
+
+    compileall.compile_dir(str(Path(dmarclens.__file__).parent), quiet=1)
     load_before = os.getloadavg()
     burn_before = available_parallelism()
     t0 = time.time()
@@ -325,6 +342,13 @@ def main() -> None:
     theirs = None if args.skip_huge_parsedmarc else parsedmarc_parse("parse_report_file", [huge])
     case("b. one report, 200k records" if not args.quick else "b. huge report",
          [dmarclens_ingest("ingest", [huge], work)], theirs)
+    # Memory against report size, at the same 50,000 IPs (dmarclens only):
+    # with a and b, the peak for 50k, 100k, 200k and 250k records.
+    for key in ("scale0", "scale1"):
+        path = inputs[key]
+        n = int(path.stem.split("-")[1])
+        case(f"e. peak RSS vs size: {n // 1000}k records / 50k IPs" if not args.quick else f"e. {n:,} records",
+             [dmarclens_ingest("ingest", [path], work)], None)
     small = inputs["small"]
     n_small = len(list(small.iterdir()))
     limit = min(args.small_parsedmarc, n_small)

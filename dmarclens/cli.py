@@ -230,14 +230,13 @@ def classify_hook(settings: Any) -> Callable[[Any], None]:
     def hook(con: Any) -> None:
         # Imported here: the ingest forks its big-report child before this runs.
         from dmarclens.enrich import classify
-        from dmarclens.enrich.rdns import classify_on
         from dmarclens.store.db import bounded
 
         try:
             rules = classify.rules_from_settings(settings.raw)
             # Bounded like the ingest's writes; a first full pass over a big
-            # database gets DuckDB's default limit instead (store.db.bounded).
-            bounded(con, lambda: classify_on(con, settings.db, rules, settings.domains, incremental=True),
+            # database gets more (store.db.bounded).
+            bounded(con, lambda: classify.update_on(con, settings.db, rules, settings.domains, incremental=True),
                     what="classifying traffic")
         except DmarcLensError as e:
             click.echo(f"dmarclens: warning: traffic classes not updated: {e}", err=True)

@@ -23,13 +23,14 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dmarclens.enrich.offline import network_of
-from dmarclens.errors import ConfigError
+from dmarclens.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     import duckdb
@@ -630,6 +631,37 @@ def refresh(con: duckdb.DuckDBPyConnection, rules: Rules | None = None, *, incre
         _write_state(con, rules, _classified(con, plan, done), kept, done)
     _drop_temp(con)
     return done.changed
+
+
+def update_on(con: duckdb.DuckDBPyConnection, db_path: str | Path, rules: Rules | None = None,
+              configured: Sequence[str] = (), *, incremental: bool = True,
+              before: Callable[[duckdb.DuckDBPyConnection], Any] | None = None) -> Refreshed:
+    """``update`` in a transaction of its own on an open connection (after
+    ``before(con)``, which ``dmarclens enrich`` uses to store reverse DNS).
+
+    The ingest calls it on the connection it has just committed with
+    (``Ingestor.after_commit``), which saves opening the file again; it lives
+    here, not with the DNS code, so that step does not import asyncio.
+    Errors roll back and come out as ``StoreError``.
+    """
+    import contextlib
+
+    import duckdb
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if before is not None:
+            before(con)
+        done = update(con, rules, configured, incremental=incremental)
+        con.execute("COMMIT")
+    except BaseException as e:
+        # A failed COMMIT (disk full) has already ended the transaction.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        if isinstance(e, duckdb.Error):
+            raise StoreError(f"database {db_path}: enrichment not stored: {' '.join(str(e).split())}") from e
+        raise
+    return done
 
 
 def update(con: duckdb.DuckDBPyConnection, rules: Rules | None = None, configured: Sequence[str] = (), *,

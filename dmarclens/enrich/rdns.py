@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dmarclens.enrich.offline import service_for_base_domain, service_map
-from dmarclens.errors import DmarcLensError, StoreError
+from dmarclens.errors import DmarcLensError
 
 if TYPE_CHECKING:
     import dns.message
@@ -703,29 +703,11 @@ def classify_on(
 ) -> Any:
     """Store reverse-DNS ``results`` (if any), then traffic classes and
     lookalikes, in one transaction on an open connection; return what
-    ``classify.update`` did. The ingest calls it on the connection it has
-    just committed with (``Ingestor.after_commit``), which saves opening the
-    file again."""
-    import contextlib
-
-    import duckdb
-
+    ``classify.update`` did (see ``classify.update_on``)."""
     from dmarclens.enrich import classify
 
-    con.execute("BEGIN TRANSACTION")
-    try:
-        if results:
-            store_results(con, list(results))
-        done = classify.update(con, rules, owned_domains, incremental=incremental)
-        con.execute("COMMIT")
-    except BaseException as e:
-        # A failed COMMIT (disk full) has already ended the transaction.
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        if isinstance(e, duckdb.Error):
-            raise StoreError(f"database {db_path}: enrichment not stored: {' '.join(str(e).split())}") from e
-        raise
-    return done
+    return classify.update_on(con, db_path, rules, owned_domains, incremental=incremental,
+                              before=(lambda c: store_results(c, list(results))) if results else None)
 
 
 def enrich_db(
