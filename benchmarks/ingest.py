@@ -226,11 +226,14 @@ def _burn(n: int) -> int:
     return total
 
 
-def available_parallelism(n: int = 15_000_000) -> float:
-    """How much faster two processes burn CPU than one, right now.
+def available_parallelism(n: int = 15_000_000) -> tuple[float, float]:
+    """How much faster two processes burn CPU than one, right now, and how
+    long one pass of the loop took on one core.
 
     The machine is shared: when other work holds a core, no pool can be
-    twice as fast, so the pool's speed-up is printed next to this one.
+    twice as fast, so the pool's speed-up is printed next to this one. The
+    one-core time is this VM's speed at the moment: it drifts by 10 % and
+    more over a day, and every absolute records/s figure drifts with it.
     """
     import multiprocessing
 
@@ -242,7 +245,7 @@ def available_parallelism(n: int = 15_000_000) -> float:
         t = time.perf_counter()
         pool.map(_burn, [n, n])
         parallel = time.perf_counter() - t
-    return serial / parallel
+    return serial / parallel, serial / 2
 
 
 def machine() -> str:
@@ -319,7 +322,7 @@ def main() -> None:
 
     compileall.compile_dir(str(Path(dmarclens.__file__).parent), quiet=1)
     load_before = os.getloadavg()
-    burn_before = available_parallelism()
+    burn_before, core_before = available_parallelism()
     t0 = time.time()
     inputs = make_inputs(work, quick=args.quick)
     print(f"inputs ready in {time.time() - t0:.0f}s in {work}", file=sys.stderr)
@@ -359,7 +362,7 @@ def main() -> None:
          parsedmarc_parse("parse_report_file / mbox", [inputs["samples"]]))
 
     load_after = os.getloadavg()
-    burn_after = available_parallelism()
+    burn_after, core_after = available_parallelism()
     small_runs = [run for case_name, run, _ in rows if case_name.startswith("c.") and run.label.startswith("dmarclens")]
     pool_line = ""
     if len(small_runs) == 2 and small_runs[1].wall:
@@ -373,7 +376,8 @@ def main() -> None:
         "",
         pool_line,
         "",
-        f"Machine: {machine()}.",
+        f"Machine: {machine()}. Speed index (15 M iterations of a Python loop on one core, lower is faster): "
+        f"{core_before:.2f} s before, {core_after:.2f} s after.",
         f"Load average (1/5/15 min) before: {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
         f"after: {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}; run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
     ])

@@ -148,14 +148,18 @@ def gunzip_bounded(data: bytes, *, limit: int = MAX_REPORT_BYTES) -> bytes:
 def _gunzip_to_map(data: bytes, *, limit: int, directory: str) -> bytes:
     """``gunzip_bounded`` into an unnamed file, returned mapped (same checks, same errors)."""
     d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-    with tempfile.TemporaryFile(dir=directory) as fh:
-        try:
-            size = _scan_inflated(_gunzip_chunks(data, d), limit=limit, what="gzip", sink=fh.write)
-            if not d.eof:
-                raise ReportParseError("truncated gzip data (stream ends early)")
-        except zlib.error as e:
-            raise ReportParseError(f"corrupt gzip data: {e}") from e
-        return bigfile.map_spooled(fh, size)  # type: ignore[return-value]
+    try:
+        with tempfile.TemporaryFile(dir=directory) as fh:
+            try:
+                size = _scan_inflated(_gunzip_chunks(data, d), limit=limit, what="gzip", sink=fh.write)
+                if not d.eof:
+                    raise ReportParseError("truncated gzip data (stream ends early)")
+            except zlib.error as e:
+                raise ReportParseError(f"corrupt gzip data: {e}") from e
+            return bigfile.map_spooled(fh, size)  # type: ignore[return-value]
+    except OSError as e:  # no room or no right to write there: inflate into memory as usual
+        log.debug("cannot inflate into %s (%s); inflating in memory", directory, e)
+        return gunzip_bounded(data, limit=limit)
 
 
 def read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, limit: int = MAX_REPORT_BYTES,
@@ -168,12 +172,19 @@ def read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, limit: int = 
         )
     if inflate_dir is not None:
         try:
-            with zf.open(info) as fh, tempfile.TemporaryFile(dir=inflate_dir) as out:
-                size = _scan_inflated(iter(lambda: fh.read(_SCAN_CHUNK), b""), limit=limit,
-                                      what=f"zip member {info.filename!r}", sink=out.write)
-                return bigfile.map_spooled(out, size)  # type: ignore[return-value]
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
-            raise ReportParseError(f"corrupt zip member {info.filename!r}: {e}") from e
+            out = tempfile.TemporaryFile(dir=inflate_dir)  # noqa: SIM115 - closed below, the map outlives it
+        except OSError as e:  # no room or no right to write there: inflate into memory as usual
+            log.debug("cannot inflate %s into %s (%s); inflating in memory", info.filename, inflate_dir, e)
+        else:
+            try:
+                with zf.open(info) as fh, out:
+                    size = _scan_inflated(iter(lambda: fh.read(_SCAN_CHUNK), b""), limit=limit,
+                                          what=f"zip member {info.filename!r}", sink=out.write)
+                    return bigfile.map_spooled(out, size)  # type: ignore[return-value]
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+                raise ReportParseError(f"corrupt zip member {info.filename!r}: {e}") from e
+            except OSError as e:  # disk full while inflating
+                log.debug("cannot inflate %s into %s (%s); inflating in memory", info.filename, inflate_dir, e)
     try:
         # Counting pass first (see _scan_inflated): a header that lies about the
         # size is caught by the CRC check at the end of it, holding 1 MB.

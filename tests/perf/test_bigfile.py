@@ -170,6 +170,8 @@ def test_inflating_into_a_mapped_file_gives_the_same_bytes_or_the_same_refusal(t
         assert mapped[:2] == in_memory[:2], name
         if mapped[0] == "bytes" and mapped[1]:
             assert mapped[2], f"{name}: not mapped"
+        # Nowhere to write (a missing or read-only directory): inflated in memory instead.
+        assert _inflated(data, str(tmp_path / "missing")) == in_memory, name
     assert not list(spill.iterdir())  # unnamed files: nothing to clean up
 
 
