@@ -41,9 +41,23 @@ _PAGE = mmap.PAGESIZE
 _RECORD = b"<record"
 
 
-def map_file(fh: object) -> mmap.mmap:
-    """A read-only map of an open file (``fh`` has ``fileno()``)."""
-    mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)  # type: ignore[attr-defined]
+class FileMap(mmap.mmap):
+    """A read-only map that knows which named file it maps (``path``; None for
+    an unnamed temporary file holding an inflated report). Only a named file
+    can change under the map, so only it is ever read again (``reread``)."""
+
+    path: str | None = None
+
+
+def map_file(fh: object, path: str | None = None) -> FileMap:
+    """A read-only map of an open file (``fh`` has ``fileno()``); ``path``:
+    the file's name when it is the user's file, not a temporary one.
+
+    Raises OSError (a filesystem that cannot map, such as some FUSE mounts)
+    or ValueError (an empty file): callers read the file instead.
+    """
+    mm = FileMap(fh.fileno(), 0, access=mmap.ACCESS_READ)  # type: ignore[attr-defined]
+    mm.path = path
     if hasattr(mm, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
         mm.madvise(mmap.MADV_SEQUENTIAL)  # read-ahead for the passes, which all run front to back
     return mm
@@ -213,8 +227,11 @@ def gzip_stream(buf: mmap.mmap, level: int) -> tuple[str, bytes]:
     return h.hexdigest(), b"".join(out)
 
 
-def reread(path: str) -> bytes:
-    """The file's bytes, read again (after a reader of its map died)."""
+def reread(path: str, limit: int) -> bytes:
+    """The file's bytes, read again (after a reader of its map died); ValueError
+    when it has grown past ``limit`` since."""
     with open(path, "rb", buffering=0) as fh:
         size = os.fstat(fh.fileno()).st_size
+        if size > limit:
+            raise ValueError(f"file is {size} bytes, over the {limit} byte limit")
         return fh.read(size + 1)

@@ -164,8 +164,9 @@ def _isolated(raw: RawItem, on_wait: Callable[[], None] | None = None, spill_dir
         from dmarclens.pipeline import parse_raw
 
         return parse_raw(raw)
+    _sweep_spill_dirs(spill_dir or tempfile.gettempdir())
     try:
-        spill = tempfile.mkdtemp(prefix=".dmarclens-spill-", dir=spill_dir)
+        spill = tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=spill_dir)
     except OSError as e:  # an unwritable directory: the batches stay in memory
         log.debug("no spill directory in %s: %s", spill_dir, e)
         spill = None
@@ -174,6 +175,31 @@ def _isolated(raw: RawItem, on_wait: Callable[[], None] | None = None, spill_dir
     finally:
         if spill is not None:
             shutil.rmtree(spill, ignore_errors=True)
+
+
+SPILL_PREFIX = ".dmarclens-spill-"
+"""Spill directories are named ``.dmarclens-spill-<writer pid>-<random>``."""
+
+
+def _sweep_spill_dirs(directory: str) -> None:
+    """Remove spill directories whose writer is gone (it was killed before
+    it could remove its own): they hold nothing anyone can still use."""
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(SPILL_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(SPILL_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or another process reusing the number): leave it
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue  # exists but not ours to signal
+        shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
 
 
 def _isolated_in(ctx: Any, raw: RawItem, on_wait: Callable[[], None] | None, spill: str | None) -> Parsed:
@@ -206,9 +232,11 @@ def _isolated_in(ctx: Any, raw: RawItem, on_wait: Callable[[], None] | None, spi
         proc.join()
     if result is None:
         log.warning("%s: the parsing process died (exit %s); parsing in-process", raw.origin, proc.exitcode)
-        if bigfile.is_mapped(raw.data):
+        if getattr(raw.data, "path", None) is not None:
             # It may have died reading the map (a file truncated under it
-            # raises SIGBUS): this process reads the file instead.
+            # raises SIGBUS): this process reads the file instead. A map of
+            # an unnamed temporary file (an inflated zip member) cannot
+            # change under anyone and is parsed as it is.
             raw = _reread(raw)
         return parse_raw(raw)
     records = result.item.report.records if result.item is not None and result.item.report is not None else None
@@ -218,10 +246,14 @@ def _isolated_in(ctx: Any, raw: RawItem, on_wait: Callable[[], None] | None, spi
 
 
 def _reread(raw: RawItem) -> RawItem:
+    from dmarclens.parse import MAX_REPORT_BYTES
+
     try:
-        return dataclasses.replace(raw, data=bigfile.reread(raw.origin))
+        return dataclasses.replace(raw, data=bigfile.reread(raw.data.path, MAX_REPORT_BYTES))  # type: ignore[attr-defined]
     except OSError as e:
         return dataclasses.replace(raw, data=b"", problem=f"cannot read: {e.strerror}")
+    except ValueError as e:
+        return dataclasses.replace(raw, data=b"", problem=str(e))
 
 
 def _isolated_child(box: list[RawItem], sender: Any, spill: str | None = None) -> None:

@@ -254,7 +254,7 @@ def _parse_json(payload: bytes) -> ParsedItem:
     import parsedmarc
 
     try:
-        tls = parsedmarc.parse_smtp_tls_report_json(payload)
+        tls = parsedmarc.parse_smtp_tls_report_json(bigfile.materialize(payload))  # json.loads wants bytes
     except parsedmarc.InvalidSMTPTLSReport as e:
         raise ReportParseError(f"JSON that is not an SMTP TLS report: {_short(e)}") from e
     return ParsedItem(

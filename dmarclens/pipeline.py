@@ -274,7 +274,7 @@ class Ingestor:
                 self.summary.add(r)
             self.summary.seconds = time.monotonic() - self._started
             write.update_run(con, self.summary, finished=finished)
-            con.execute("COMMIT")
+            dbmod.commit(con)
         except BaseException as e:
             # After a failed COMMIT (disk full) DuckDB has already ended the
             # transaction; a second error here must not hide the first.

@@ -653,7 +653,9 @@ def update_on(con: duckdb.DuckDBPyConnection, db_path: str | Path, rules: Rules 
         if before is not None:
             before(con)
         done = update(con, rules, configured, incremental=incremental)
-        con.execute("COMMIT")
+        from dmarclens.store.db import commit
+
+        commit(con)  # under DuckDB's own memory limit (see store.db.commit)
     except BaseException as e:
         # A failed COMMIT (disk full) has already ended the transaction.
         with contextlib.suppress(duckdb.Error):

@@ -128,8 +128,13 @@ def iter_file(path: Path, *, map_big: bool = False, inflate_dir: str | None = No
                 fh.seek(0)
                 if (map_big and size >= bigfile.MAP_MIN_BYTES and path.suffix.lower() != ".eml"
                         and _bare_report(fh.read(65536))):
-                    yield RawItem(data=bigfile.map_file(fh), origin=origin, name=path.name)  # type: ignore[arg-type]
-                    return
+                    try:
+                        mapped = bigfile.map_file(fh, origin)
+                    except (OSError, ValueError) as e:  # cannot be mapped here (or emptied meanwhile): read it
+                        log.debug("%s: not mapped (%s); reading it", origin, e)
+                    else:
+                        yield RawItem(data=mapped, origin=origin, name=path.name)  # type: ignore[arg-type]
+                        return
                 fh.seek(0)
                 data = fh.readall()  # not head + rest, nor a buffered read: both copy a 100 MB report
     except OSError as e:

@@ -216,6 +216,18 @@ see ``bounded``.
 T = TypeVar("T")
 
 
+def commit(con: duckdb.DuckDBPyConnection) -> None:
+    """COMMIT under DuckDB's own memory limit, whatever ``bounded`` set.
+
+    Why: a commit that checkpoints and runs out of memory does not fail like
+    a statement (DuckDB 2.0 invalidates the database instance, and no retry
+    on that connection can follow), so the bound covers the statements of a
+    transaction, never its commit; the writes' peak is in the statements.
+    """
+    con.execute("RESET memory_limit")
+    con.execute("COMMIT")
+
+
 def bounded(con: duckdb.DuckDBPyConnection, attempt: Callable[[], T], *,
             limits: Sequence[str] | None = None, what: str = "the work") -> T:
     """``attempt()`` with DuckDB's memory bounded to ``limits[0]`` (default

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -112,10 +115,21 @@ def _outcome(p: Parsed) -> tuple:
             p.sha256, p.size_bytes, p.raw_sha256, gzip.decompress(p.raw_gz) if p.raw_gz else None)
 
 
+def _tls_report(policies: int) -> bytes:
+    policy = {"policy": {"policy-type": "sts", "policy-domain": "example.com"},
+              "summary": {"total-successful-session-count": 10, "total-failure-session-count": 0}}
+    return json.dumps({
+        "organization-name": "Google Inc.", "contact-info": "smtp-tls-reporting@google.com", "report-id": "tls-1",
+        "date-range": {"start-datetime": "2026-10-05T00:00:00Z", "end-datetime": "2026-10-05T23:59:59Z"},
+        "policies": [policy] * policies}).encode()
+
+
 def _file_cases(root: Path) -> dict[str, bytes]:
     out = {case.name: case.build(root) for case in CASES if not case.sparse_size}
     out.update(good_inputs())
     out["big-report.xml"] = big_report_xml(3_000, 900, seed=11)
+    out["tls-report.json"] = _tls_report(2_000)  # not XML: must reach parsedmarc as bytes
+    out["tls-report.json.gz"] = gzip.compress(_tls_report(2_000))
     return out
 
 
@@ -191,6 +205,78 @@ def test_a_file_truncated_under_its_map_is_read_again_and_rejected(tmp_path: Pat
     assert parsed.error is not None and "truncated XML" in parsed.error
     assert parsed.size_bytes == path.stat().st_size
     assert not list(tmp_path.glob(".dmarclens-spill-*"))
+
+
+def test_an_inflated_zip_member_whose_child_dies_is_parsed_from_its_map(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a map of the user's own file is read again after the child died;
+    a member inflated into an unnamed file is parsed as it is, and the ledger
+    gets the member's hash and size, as in memory."""
+    monkeypatch.setattr(bigfile, "MAP_MIN_BYTES", 0)
+    path = tmp_path / "one.zip"
+    path.write_bytes(zip_of({"a.xml": big_report_xml(3_000, 900, seed=19)}))
+    (raw,) = iter_file(path, map_big=True, inflate_dir=str(tmp_path))
+    assert bigfile.is_mapped(raw.data) and raw.data.path is None
+    monkeypatch.setattr(parallel, "_isolated_child", lambda box, sender, spill=None: os._exit(9))
+    died = parallel._isolated(raw, spill_dir=str(tmp_path))
+    (in_memory,) = [parse_raw(r) for r in iter_file(path)]
+    assert _outcome(died) == _outcome(in_memory)
+    assert died.error is None and died.size_bytes == len(big_report_xml(3_000, 900, seed=19))
+
+
+def test_a_file_that_cannot_be_mapped_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some filesystems (FUSE with direct_io) refuse mmap, and a file emptied
+    between stat and map cannot be mapped: both are read as before. The
+    refusal is simulated: no filesystem here refuses."""
+    monkeypatch.setattr(bigfile, "MAP_MIN_BYTES", 0)
+    path = tmp_path / "r.xml"
+    path.write_bytes(big_report_xml(500, 100, seed=20))
+    for error in (OSError(19, "No such device"), ValueError("cannot mmap an empty file")):
+        def refuse(*_a: object, error: Exception = error, **_k: object) -> None:
+            raise error
+        monkeypatch.setattr(bigfile, "map_file", refuse)
+        (raw,) = iter_file(path, map_big=True)
+        assert raw.data == path.read_bytes() and raw.problem is None
+
+
+def test_stale_spill_directories_of_dead_writers_are_swept(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f"{parallel.SPILL_PREFIX}{dead}-abc"
+    live = tmp_path / f"{parallel.SPILL_PREFIX}1-abc"  # pid 1 is alive
+    mine = tmp_path / f"{parallel.SPILL_PREFIX}{os.getpid()}-abc"
+    for d in (stale, live, mine):
+        d.mkdir()
+        (d / "x.arrow").write_bytes(b"x")
+    parallel._sweep_spill_dirs(str(tmp_path))
+    assert not stale.exists() and live.exists() and mine.exists()
+
+
+def test_a_commit_never_runs_under_the_write_bound(tmp_path: Path) -> None:
+    """DuckDB 2.0: a commit that runs out of memory while it checkpoints
+    invalidates the whole database instance. Under 64 MB this commit does;
+    through store.db.commit it succeeds and the database stays usable."""
+    def write(con: duckdb.DuckDBPyConnection, finish: object) -> None:
+        con.execute("BEGIN")
+        con.execute("INSERT INTO t SELECT md5(range::varchar), md5(range::varchar) || repeat('y', 40), "
+                    "md5((range * 7)::varchar) FROM range(500000)")
+        finish(con)  # type: ignore[operator]
+
+    def setup(path: Path) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(str(path))
+        con.execute("SET threads = 1")
+        con.execute("SET checkpoint_threshold = '1MB'")
+        con.execute("CREATE TABLE t (a VARCHAR PRIMARY KEY, b VARCHAR, c VARCHAR)")
+        return con
+
+    plain = setup(tmp_path / "plain.duckdb")
+    with pytest.raises(duckdb.Error):
+        dbmod.bounded(plain, lambda: write(plain, lambda c: c.execute("COMMIT")), limits=("64MB",))
+    plain.close()
+    ours = setup(tmp_path / "ours.duckdb")
+    dbmod.bounded(ours, lambda: write(ours, dbmod.commit), limits=("64MB",))
+    assert ours.execute("SELECT count(*) FROM t").fetchone() == (500_000,)
+    ours.close()
 
 
 def test_spilled_batches_pickle_as_paths_and_vanish_when_adopted(tmp_path: Path) -> None:
