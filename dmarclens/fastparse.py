@@ -837,25 +837,21 @@ def _parse_part(xml: bytes, first: int, start: int, stop: int | None, xml_namesp
 class _Pieces:
     """A read-only stream over spans ``(buffer, start, stop)`` of buffers: a
     part of a split report is fed to the parser without copying its megabytes
-    into a new string first. Spans of a mapped file (``dmarclens.bigfile``)
-    are handed back to the page cache as the parser moves past them."""
+    into a new string first; a span of a mapped file (``dmarclens.bigfile``)
+    is read from the file, never through the map."""
 
     def __init__(self, *spans: tuple[bytes | Any, int, int]) -> None:
-        self._spans = [[buf, start, stop, start] for buf, start, stop in spans if stop > start]
+        self._spans = [[buf, start, stop] for buf, start, stop in spans if stop > start]
 
     def read(self, n: int = -1) -> bytes:
         out: list[bytes] = []
         while self._spans and n != 0:
             span = self._spans[0]
-            buf, pos, stop, released = span
+            buf, pos, stop = span
             take = stop - pos if n < 0 else min(n, stop - pos)
-            out.append(buf[pos: pos + take])
-            pos += take
-            span[1] = pos
-            if pos - released >= bigfile.WINDOW or pos == stop:
-                bigfile.release(buf, released, pos)
-                span[3] = pos
-            if pos == stop:
+            out.append(bigfile.read_at(buf, pos, take))
+            span[1] = pos + take
+            if pos + take == stop:
                 self._spans.pop(0)
             if n > 0:
                 n -= take

@@ -609,13 +609,10 @@ def precheck_xml(xml: bytes) -> None:
         raise ReportParseError("invalid aggregate report: no <feedback> element (not a DMARC report)")
     if not _FEEDBACK_CLOSE_RE.search(xml, max(0, len(xml) - 64 * 1024)):
         raise ReportParseError("invalid aggregate report: truncated XML (the closing </feedback> is missing)")
-    for start in range(0, len(xml), MAX_TEXT_RUN):
-        found = xml.find(b"<", start, start + MAX_TEXT_RUN)
-        bigfile.release(xml, start, start + MAX_TEXT_RUN)
-        if found == -1 and len(xml) - start >= MAX_TEXT_RUN:
-            raise ReportParseError(
-                f"invalid aggregate report: a text or attribute value longer than {MAX_TEXT_RUN // (1024 * 1024)} MB"
-            )
+    if bigfile.first_span_without(xml, b"<", MAX_TEXT_RUN) != -1:
+        raise ReportParseError(
+            f"invalid aggregate report: a text or attribute value longer than {MAX_TEXT_RUN // (1024 * 1024)} MB"
+        )
     # "record" occurs at least once per <record>: a count of the bare word
     # (memchr-fast) rules out almost every report before the exact pattern.
     records = bigfile.count(xml, b"record")

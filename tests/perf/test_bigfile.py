@@ -54,16 +54,20 @@ _TRICKY = (
 )
 
 
+@pytest.mark.parametrize("how", ["pread", "map slices"])
 @pytest.mark.parametrize("window", [7, 16, 64, 4096])
-def test_helpers_on_a_map_answer_what_bytes_methods_answer(window: int, tmp_path: Path,
+def test_helpers_on_a_map_answer_what_bytes_methods_answer(window: int, how: str, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows read with preadv, and (where there is no pread) slices of the map."""
     monkeypatch.setattr(bigfile, "WINDOW", window)
+    monkeypatch.setattr(bigfile, "_FIRST_READ", max(1, window // 3))
     docs = {
         "tricky": _TRICKY,
         "shifted": b"ab" + _TRICKY * 3,
         "report": big_report_xml(40, 20, seed=3),
         "blank": b" \n\t " * 40,
         "no-match": b"x" * 500,
+        "long-run": b"<a>" + b"t" * 300 + b"<b>" + b"u" * 90 + b"</b>",
     }
     needles = [b"<![CDATA[", b"record", b"<reason", b"<spf>", b"<scope>", b"xs:schema", b"<", b"zzz"]
     patterns = [_ATTRIBUTE, _EMPTY_REASON_RE, _DRAFT_RE, _RECORD_RE]
@@ -71,7 +75,14 @@ def test_helpers_on_a_map_answer_what_bytes_methods_answer(window: int, tmp_path
         path = tmp_path / name
         path.write_bytes(data)
         mm = _mapped(path)
+        if how == "map slices":
+            mm.fd = -1
         assert bigfile.blank(mm) == data.isspace(), name
+        for span in (5, 64, 100, 1000):
+            assert bigfile.first_span_without(mm, b"<", span) == bigfile.first_span_without(data, b"<", span), \
+                (name, span)
+        for offset, size in ((0, 10), (len(data) - 3, 10), (5, 0)):
+            assert bigfile.read_at(mm, offset, size) == data[offset: offset + size]
         for needle in needles:
             for start in (0, 1, 5, 33, len(data) // 2):
                 assert bigfile.find(mm, needle, start) == data.find(needle, start), (name, needle, start)
