@@ -54,7 +54,8 @@ from urllib.parse import quote
 from dmarclens.errors import ConfigError, DmarcLensError, LockedError, StoreError
 from dmarclens.imap_config import Credentials, ImapSettings, resolve_credentials
 from dmarclens.models import ItemResult, RawItem, RunSummary
-from dmarclens.pipeline import Ingestor, Parsed, ProgressFn, parse_raw
+from dmarclens.parallel import parse_apart
+from dmarclens.pipeline import Ingestor, Parsed, ProgressFn
 from dmarclens.sources.files import items_from_mail
 from dmarclens.sources.imap import ImapConnection, ImapDisconnected, ImapError, is_loopback
 
@@ -461,12 +462,14 @@ class MailboxRunner:
                 origins[uid] = self._origin(uid)
                 raws.extend(items_from_mail(
                     data, origin=origins[uid], origin_kind="imap", mailbox_name=self._folder,
-                    uidvalidity=self.uidvalidity, uid=uid,
+                    uidvalidity=self.uidvalidity, uid=uid, inflate_dir=self._spill_dir,
                 ))
                 handled.append(uid)
                 del data
             del bodies
-        parsed = [parse_raw(r) for r in raws]
+        # A big report is parsed apart, its XML and rows kept out of this
+        # process's memory, as ``dmarclens ingest`` does (docs/scale.md).
+        parsed = list(parse_apart(raws, spill_dir=self._spill_dir))
         return _Prepared(handled=handled, origins=origins, parsed=parsed, skipped=len(present) - len(handled))
 
     def _complete(self, sink: Sink, prep: _Prepared) -> int:
@@ -483,6 +486,11 @@ class MailboxRunner:
         if self.o.on_batch:
             self.o.on_batch(self.stats)
         return len(prep.handled)
+
+    @property
+    def _spill_dir(self) -> str:
+        """Big reports are inflated and spilled next to the database (docs/scale.md)."""
+        return str(Path(self.o.db_path).resolve().parent)
 
     @property
     def _folder(self) -> str:

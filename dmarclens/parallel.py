@@ -115,8 +115,7 @@ def parse_all(raws: Iterable[RawItem | FileTask], *, workers: int | None = 1, ah
         head.reverse()
         while head:
             raw = head.pop()
-            # Big as it will be parsed: a 130 MB report may arrive as 4 MB of gzip.
-            if bigfile.is_mapped(raw.data) or bigfile.expanded_size(raw.data) >= BIG_ITEM_BYTES:
+            if is_big(raw):
                 if before_fork is not None:
                     before_fork()
                 parsed = _isolated(raw, on_wait, spill_dir)
@@ -128,6 +127,29 @@ def parse_all(raws: Iterable[RawItem | FileTask], *, workers: int | None = 1, ah
     if before_fork is not None:
         before_fork()
     yield from _pooled(_open_big_files(chain(head, items)), n, ahead)
+
+
+def is_big(raw: RawItem) -> bool:
+    """Parsed apart in a forked child: mapped, or big once inflated (a 130 MB
+    report may arrive as 4 MB of gzip)."""
+    return bigfile.is_mapped(raw.data) or bigfile.expanded_size(raw.data) >= BIG_ITEM_BYTES
+
+
+def parse_apart(raws: Iterable[RawItem], *, spill_dir: str | None = None) -> Iterator[Parsed]:
+    """``parse_raw`` for each item, except that a big one is parsed in a forked
+    child as ``parse_all`` does (``dmarclens fetch``: a huge report arriving by
+    mail must not cost the fetch process its size in memory either).
+
+    Only while this process runs no other Python thread: a fork copies the
+    memory of every thread but runs only one, so a lock another thread held
+    mid-allocation (watch mode serves mailboxes on threads) would stay held
+    in the child for ever. Then big items are parsed in-process, as before.
+    """
+    from dmarclens.pipeline import parse_raw
+
+    forkable = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+    for raw in raws:
+        yield _isolated(raw, spill_dir=spill_dir) if forkable and is_big(raw) else parse_raw(raw)
 
 
 FACTS_SPLIT_MIN = 20_000

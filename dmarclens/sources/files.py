@@ -149,7 +149,8 @@ def iter_file(path: Path, *, map_big: bool = False, inflate_dir: str | None = No
     elif data.startswith(_ZIP_MAGIC):
         yield from iter_zip(data, origin=origin, name=path.name, map_big=map_big, inflate_dir=inflate_dir)
     elif path.suffix.lower() == ".eml" or looks_like_mail(data):
-        yield from items_from_mail(data, origin=origin, origin_kind="eml")
+        yield from items_from_mail(data, origin=origin, origin_kind="eml",
+                                   inflate_dir=(inflate_dir or tempfile.gettempdir()) if map_big else None)
     else:
         yield RawItem(data=data, origin=origin, name=path.name)
 
@@ -230,9 +231,13 @@ def items_from_mail(
     mailbox_name: str | None = None,
     uidvalidity: int | None = None,
     uid: int | None = None,
+    inflate_dir: str | None = None,
 ) -> list[RawItem]:
     """Every report payload in one mail message (at least one item, so the
-    mail is always accounted for: a mail with no report yields a problem item)."""
+    mail is always accounted for: a mail with no report yields a problem item).
+
+    ``inflate_dir``: a zip member of ``bigfile.MAP_MIN_BYTES`` or more is
+    inflated into an unnamed file there and comes mapped (``iter_file``)."""
     base = {
         "origin": origin, "origin_kind": origin_kind, "mailbox": mailbox_name,
         "uidvalidity": uidvalidity, "uid": uid,
@@ -255,7 +260,7 @@ def items_from_mail(
         return [RawItem(data=b"", member=label("failure report"), kind_hint="failure", **base)]
     items: list[RawItem] = []
     try:
-        for part in iter_report_parts(msg):
+        for part in iter_report_parts(msg, inflate_dir=inflate_dir):
             items.append(RawItem(data=part.data, member=label(part.member), name=part.name,
                                  problem=part.problem, **base))
     except ReportParseError as e:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 
+from dmarclens import bigfile
 from dmarclens.errors import ReportParseError
 from dmarclens.parse import MAX_REPORT_BYTES, read_zip_member, unsafe_member_name
 
@@ -84,15 +85,18 @@ def _looks_like_report(part: Message, payload: bytes) -> bool:
     return ctype.startswith("text/") and (head.startswith(b"<?xml") or b"<feedback" in head)
 
 
-def iter_report_parts(msg: Message, *, prefix: str = "", depth: int = 0) -> Iterator[MailPart]:
+def iter_report_parts(msg: Message, *, prefix: str = "", depth: int = 0,
+                      inflate_dir: str | None = None) -> Iterator[MailPart]:
     """Yield every payload in ``msg`` that could be a report.
 
     Raises ReportParseError for mail that is structurally hostile (too deep,
-    too many parts) so the caller can reject it as a whole.
+    too many parts) so the caller can reject it as a whole. ``inflate_dir``:
+    zip members of ``bigfile.MAP_MIN_BYTES`` or more are inflated into an
+    unnamed file there and come as a read-only map (``parse.read_zip_member``).
     """
     counter = [0]
     total = 0
-    for part in _walk(msg, prefix, depth, counter):
+    for part in _walk(msg, prefix, depth, counter, inflate_dir):
         # Each part is bounded on its own; the sum must be too, or a zip of fifty
         # members just under the limit would hold gigabytes for one mail.
         total += len(part.data)
@@ -103,7 +107,7 @@ def iter_report_parts(msg: Message, *, prefix: str = "", depth: int = 0) -> Iter
         yield part
 
 
-def _walk(part: Message, prefix: str, depth: int, counter: list[int]) -> Iterator[MailPart]:
+def _walk(part: Message, prefix: str, depth: int, counter: list[int], inflate_dir: str | None) -> Iterator[MailPart]:
     counter[0] += 1
     if counter[0] > MAX_PARTS:
         raise ReportParseError(f"mail has more than {MAX_PARTS} MIME parts")
@@ -114,13 +118,13 @@ def _walk(part: Message, prefix: str, depth: int, counter: list[int]) -> Iterato
         inner = part.get_payload()
         for i, inner_msg in enumerate(inner if isinstance(inner, list) else [inner]):
             if isinstance(inner_msg, Message):
-                yield from _walk(inner_msg, f"{prefix}forwarded[{i}]/", depth + 1, counter)
+                yield from _walk(inner_msg, f"{prefix}forwarded[{i}]/", depth + 1, counter, inflate_dir)
         return
     if part.is_multipart():
         children = part.get_payload()
         for child in children if isinstance(children, list) else []:
             if isinstance(child, Message):
-                yield from _walk(child, prefix, depth, counter)
+                yield from _walk(child, prefix, depth, counter, inflate_dir)
         return
     try:
         payload = part.get_payload(decode=True)
@@ -137,7 +141,7 @@ def _walk(part: Message, prefix: str, depth: int, counter: list[int]) -> Iterato
     if payload.startswith(_ZIP_MAGIC):
         # A broken archive spoils only itself: the mail's other reports are still stored.
         try:
-            members = list(_zip_members(payload, f"{prefix}{label}", name))
+            members = list(_zip_members(payload, f"{prefix}{label}", name, inflate_dir))
         except ReportParseError as e:
             members = [MailPart(data=b"", member=f"{prefix}{label}", name=name, problem=str(e))]
         yield from members
@@ -145,7 +149,7 @@ def _walk(part: Message, prefix: str, depth: int, counter: list[int]) -> Iterato
         yield MailPart(data=payload, member=f"{prefix}{label}", name=name)
 
 
-def _zip_members(data: bytes, label: str, name: str | None) -> Iterator[MailPart]:
+def _zip_members(data: bytes, label: str, name: str | None, inflate_dir: str | None) -> Iterator[MailPart]:
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as e:
@@ -167,7 +171,8 @@ def _zip_members(data: bytes, label: str, name: str | None) -> Iterator[MailPart
             if unsafe:
                 raise ReportParseError(f"{label}: {unsafe}")
             yield MailPart(
-                data=read_zip_member(zf, info),
+                data=read_zip_member(zf, info, inflate_dir=inflate_dir if info.file_size >= bigfile.MAP_MIN_BYTES
+                                     else None),
                 member=f"{label}!{info.filename}" if len(members) > 1 else label,
                 name=info.filename or name,
             )
