@@ -131,6 +131,46 @@ def one_shot(server: Dovecot, n: int, batch_size: int, workdir: Path, records: i
     return OneShot(n, batch_size, wall, summary["seconds"], usage.ru_maxrss / 1024, summary["stored"])
 
 
+def big_report(server: Dovecot, records: int, style: str, workdir: Path) -> tuple[float, float]:
+    """One mail carrying one big report (``records`` records, 50,000 IPs at
+    most) as a .xml.gz or a .zip attachment: fetch wall time and peak RSS."""
+    import gzip
+    import io
+    import zipfile
+
+    from dmarclens.generator import Attachment, MailMeta, big_report_xml, report_email
+
+    xml = big_report_xml(records, min(records, 50_000), seed=records)
+    if style == "gz":
+        att = Attachment(f"google.com!example.com!{records}.xml.gz", gzip.compress(xml, 6))
+    else:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(f"google.com!example.com!{records}.xml", xml)
+        att = Attachment(f"google.com!example.com!{records}.zip", buf.getvalue(), "application/zip")
+    del xml
+    meta = MailMeta("noreply-dmarc-support@google.com", "dmarc@example.com",
+                    f"Report Domain: example.com Submitter: google.com Report-ID: big{records}",
+                    datetime(2026, 10, 6, 8, tzinfo=UTC), f"<big{records}{style}@google.com>")
+    user, password = server.new_user(f"big{records}{style}")
+    fill(server, user, [report_email([att], meta)])
+    db = workdir / f"{user}.duckdb"
+    # Measured from a small fresh process: Linux carries the peak RSS of the
+    # process that forks a command into the command's own ru_maxrss, and this
+    # one has just held the 130 MB report.
+    measure = ("import json, resource, subprocess, sys, time; t = time.monotonic(); "
+               "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "print(json.dumps({'rc': p.returncode, 'out': p.stdout, 'wall': time.monotonic() - t, "
+               "'peak': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
+    res = subprocess.run([sys.executable, "-c", measure, *cli(server, user, db, "--json")],
+                         env=dict(os.environ, DMARCLENS_IMAP_PASSWORD=password), capture_output=True, text=True,
+                         check=True)
+    got = json.loads(res.stdout)
+    if got["rc"] != 0 or json.loads(got["out"])["records"] != records:
+        raise SystemExit(f"big report fetch failed: {got}")
+    return got["wall"], got["peak"] / 1024
+
+
 def idle_latency(server: Dovecot, samples: int, workdir: Path) -> list[float]:
     """Seconds from APPEND returning to the message being in the archive folder, per sample."""
     user, password = server.new_user("benchidle")
@@ -168,12 +208,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--records", type=int, default=0, help="records per report (default: 1-20, varied)")
     ap.add_argument("--idle-samples", type=int, default=5)
+    ap.add_argument("--big-report", type=int, action="append", default=[],
+                    help="also fetch one mail carrying one report of this many records, as .xml.gz and as .zip "
+                         "(repeatable)")
     args = ap.parse_args()
     sizes = args.messages or [2000]
     with tempfile.TemporaryDirectory(prefix="dmarclens-bench-imap-") as tmp, Dovecot(oauth2=False) as server:
         workdir = Path(tmp)
         rows = [one_shot(server, n, args.batch_size, workdir, args.records) for n in sizes]
         idle = idle_latency(server, args.idle_samples, workdir) if args.idle_samples else []
+        big = [(n, style, *big_report(server, n, style, workdir)) for n in args.big_report for style in ("gz", "zip")]
     size = f"{args.records} records" if args.records else "1-20 records"
     print(f"dmarclens fetch, one-shot, implicit TLS to local Dovecot {datetime.now(UTC):%Y-%m-%d}, "
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; one report of {size} per message")
@@ -187,6 +231,12 @@ def main() -> None:
         print()
         print(f"watch (IDLE): APPEND → archived, {len(idle)} samples: median {statistics.median(idle):.2f} s, "
               f"max {max(idle):.2f} s")
+    if big:
+        print()
+        print("| one mail, one report of | attached as | wall s (whole CLI) | records/s | peak RSS MB |")
+        print("|---:|---|---:|---:|---:|")
+        for n, style, wall, peak in big:
+            print(f"| {n:,} records | .{'xml.gz' if style == 'gz' else 'zip'} | {wall:.2f} | {n / wall:,.0f} | {peak:.0f} |")
 
 
 if __name__ == "__main__":
