@@ -18,7 +18,6 @@ everything is parsed in-process.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -357,14 +356,9 @@ def _payload(raw: RawItem, inflate_dir: str | None = None) -> bytes | None:
 
 
 def _pack(payload: bytes, out: dict[str, Any]) -> None:
-    from dmarclens import bigfile
     from dmarclens.store import write
 
-    if bigfile.is_mapped(payload):
-        out["sha256"], out["gz"] = bigfile.gzip_stream(payload, write.RAW_GZIP_LEVEL)
-    else:
-        out["sha256"] = hashlib.sha256(payload).hexdigest()
-        out["gz"] = write.gzip_raw(payload)
+    out["sha256"], out["gz"] = write.hash_and_gzip(payload)
 
 
 def _part_facts(ips: set[str]) -> Any:

@@ -145,46 +145,51 @@ def gunzip_bounded(data: bytes, *, limit: int = MAX_REPORT_BYTES) -> bytes:
         raise ReportParseError(f"corrupt gzip data: {e}") from e
 
 
+def _spool(chunks: Iterable[bytes], *, limit: int, what: str, directory: str) -> bytes | None:
+    """Inflated ``chunks`` in an unnamed file in ``directory``, returned mapped
+    (``dmarclens.bigfile``), with ``_scan_inflated``'s checks on the way; None
+    when nothing can be written there (no room, no right): the caller then
+    inflates into memory as usual."""
+    try:
+        with tempfile.TemporaryFile(dir=directory) as fh:
+            return bigfile.map_spooled(fh, _scan_inflated(chunks, limit=limit, what=what, sink=fh.write))
+    except OSError as e:
+        log.debug("cannot inflate %s into %s (%s); inflating in memory", what, directory, e)
+        return None
+
+
 def _gunzip_to_map(data: bytes, *, limit: int, directory: str) -> bytes:
     """``gunzip_bounded`` into an unnamed file, returned mapped (same checks, same errors)."""
     d = zlib.decompressobj(zlib.MAX_WBITS | 16)
     try:
-        with tempfile.TemporaryFile(dir=directory) as fh:
-            try:
-                size = _scan_inflated(_gunzip_chunks(data, d), limit=limit, what="gzip", sink=fh.write)
-                if not d.eof:
-                    raise ReportParseError("truncated gzip data (stream ends early)")
-            except zlib.error as e:
-                raise ReportParseError(f"corrupt gzip data: {e}") from e
-            return bigfile.map_spooled(fh, size)  # type: ignore[return-value]
-    except OSError as e:  # no room or no right to write there: inflate into memory as usual
-        log.debug("cannot inflate into %s (%s); inflating in memory", directory, e)
+        out = _spool(_gunzip_chunks(data, d), limit=limit, what="gzip", directory=directory)
+    except zlib.error as e:
+        raise ReportParseError(f"corrupt gzip data: {e}") from e
+    if out is None:
         return gunzip_bounded(data, limit=limit)
+    if not d.eof:
+        raise ReportParseError("truncated gzip data (stream ends early)")
+    return out
 
 
 def read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, *, limit: int = MAX_REPORT_BYTES,
                     inflate_dir: str | None = None) -> bytes:
-    """One member's bytes, refusing bombs; with ``inflate_dir``, inflated into
-    an unnamed file there and returned mapped (see ``decompress``)."""
+    """One member's bytes, refusing bombs; with ``inflate_dir``, a member of
+    ``bigfile.MAP_MIN_BYTES`` or more is inflated into an unnamed file there
+    and returned mapped (see ``decompress``)."""
     if info.file_size > limit:
         raise ReportParseError(
             f"zip member {info.filename!r} expands to {info.file_size} bytes; refused as a bomb"
         )
-    if inflate_dir is not None:
+    if inflate_dir is not None and info.file_size >= bigfile.MAP_MIN_BYTES:
         try:
-            out = tempfile.TemporaryFile(dir=inflate_dir)  # noqa: SIM115 - closed below, the map outlives it
-        except OSError as e:  # no room or no right to write there: inflate into memory as usual
-            log.debug("cannot inflate %s into %s (%s); inflating in memory", info.filename, inflate_dir, e)
-        else:
-            try:
-                with zf.open(info) as fh, out:
-                    size = _scan_inflated(iter(lambda: fh.read(_SCAN_CHUNK), b""), limit=limit,
-                                          what=f"zip member {info.filename!r}", sink=out.write)
-                    return bigfile.map_spooled(out, size)  # type: ignore[return-value]
-            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
-                raise ReportParseError(f"corrupt zip member {info.filename!r}: {e}") from e
-            except OSError as e:  # disk full while inflating
-                log.debug("cannot inflate %s into %s (%s); inflating in memory", info.filename, inflate_dir, e)
+            with zf.open(info) as fh:
+                out = _spool(iter(lambda: fh.read(_SCAN_CHUNK), b""), limit=limit,
+                             what=f"zip member {info.filename!r}", directory=inflate_dir)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+            raise ReportParseError(f"corrupt zip member {info.filename!r}: {e}") from e
+        if out is not None:
+            return out
     try:
         # Counting pass first (see _scan_inflated): a header that lies about the
         # size is caught by the CRC check at the end of it, holding 1 MB.
@@ -286,11 +291,9 @@ def prepare_aggregate_xml(xml: bytes, *, fallback_org: str | None = None) -> byt
                      b"<org_name>" + fallback_org.encode() + b"</org_name>", xml, count=1)
     # An empty <reason/> carries nothing, but parsedmarc drops the whole record
     # over it (its comment unwrapping hits None); remove it first.
-    if bigfile.is_mapped(xml):  # a big file: copied only if there is something to remove
-        if bigfile.contains(xml, b"<reason") and bigfile.search(_EMPTY_REASON_RE, xml):
-            xml = _EMPTY_REASON_RE.sub(b"", bigfile.materialize(xml))
-    elif b"<reason" in xml:
-        xml = _EMPTY_REASON_RE.sub(b"", xml)
+    # A mapped big file is copied into memory only if there is something to remove.
+    if bigfile.contains(xml, b"<reason") and (not bigfile.is_mapped(xml) or bigfile.search(_EMPTY_REASON_RE, xml)):
+        xml = _EMPTY_REASON_RE.sub(b"", bigfile.materialize(xml))
     return xml
 
 

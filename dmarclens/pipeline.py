@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dmarclens import bigfile, security
+from dmarclens import security
 from dmarclens.enrich.offline import shared_enricher
 from dmarclens.errors import ReportParseError, StoreError
 from dmarclens.models import ItemResult, ParsedItem, RawItem, RunSummary
@@ -86,11 +86,7 @@ def pack_xml(parsed: Parsed, *, sha256: str | None = None) -> None:
     """
     assert parsed.item is not None and parsed.item.raw_xml is not None
     xml = parsed.item.raw_xml
-    if bigfile.is_mapped(xml):  # a window at a time, never the whole file resident
-        parsed.raw_sha256, parsed.raw_gz = bigfile.gzip_stream(xml, write.RAW_GZIP_LEVEL)
-    else:
-        parsed.raw_sha256 = sha256 or hashlib.sha256(xml).hexdigest()
-        parsed.raw_gz = write.gzip_raw(xml)
+    parsed.raw_sha256, parsed.raw_gz = write.hash_and_gzip(xml, sha256=sha256)
     parsed.item = dataclasses.replace(parsed.item, raw_xml=None)
 
 

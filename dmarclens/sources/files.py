@@ -147,12 +147,16 @@ def iter_file(path: Path, *, map_big: bool = False, inflate_dir: str | None = No
         yield RawItem(data=data, origin=origin, name=path.name,
                       problem="Outlook .msg file: not supported, save the mail as .eml instead")
     elif data.startswith(_ZIP_MAGIC):
-        yield from iter_zip(data, origin=origin, name=path.name, map_big=map_big, inflate_dir=inflate_dir)
+        yield from iter_zip(data, origin=origin, name=path.name, inflate_dir=_inflate_dir(map_big, inflate_dir))
     elif path.suffix.lower() == ".eml" or looks_like_mail(data):
         yield from items_from_mail(data, origin=origin, origin_kind="eml",
-                                   inflate_dir=(inflate_dir or tempfile.gettempdir()) if map_big else None)
+                                   inflate_dir=_inflate_dir(map_big, inflate_dir))
     else:
         yield RawItem(data=data, origin=origin, name=path.name)
+
+
+def _inflate_dir(map_big: bool, inflate_dir: str | None) -> str | None:
+    return (inflate_dir or tempfile.gettempdir()) if map_big else None
 
 
 def _bare_report(head: bytes) -> bool:
@@ -160,10 +164,11 @@ def _bare_report(head: bytes) -> bool:
     return not (head.startswith((_OLE_MAGIC, _ZIP_MAGIC, b"From ")) or looks_like_mail(head))
 
 
-def iter_zip(data: bytes, *, origin: str, name: str | None, origin_kind: str = "file", map_big: bool = False,
+def iter_zip(data: bytes, *, origin: str, name: str | None, origin_kind: str = "file",
              inflate_dir: str | None = None) -> Iterator[RawItem]:
     """A zip archive may hold one report (the usual case) or a folder's worth
-    (``map_big``, ``inflate_dir``: see ``iter_file``)."""
+    (``inflate_dir``: big members are inflated there and come mapped,
+    ``parse.read_zip_member``)."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as e:
@@ -187,8 +192,7 @@ def iter_zip(data: bytes, *, origin: str, name: str | None, origin_kind: str = "
                               name=info.filename, problem=unsafe)
                 continue
             try:
-                big = map_big and info.file_size >= bigfile.MAP_MIN_BYTES
-                payload = read_zip_member(zf, info, inflate_dir=(inflate_dir or tempfile.gettempdir()) if big else None)
+                payload = read_zip_member(zf, info, inflate_dir=inflate_dir)
             except ReportParseError as e:
                 yield RawItem(data=b"", origin=origin, member=member, name=info.filename, problem=str(e))
                 continue

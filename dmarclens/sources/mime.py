@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 
-from dmarclens import bigfile
 from dmarclens.errors import ReportParseError
 from dmarclens.parse import MAX_REPORT_BYTES, read_zip_member, unsafe_member_name
 
@@ -91,8 +90,8 @@ def iter_report_parts(msg: Message, *, prefix: str = "", depth: int = 0,
 
     Raises ReportParseError for mail that is structurally hostile (too deep,
     too many parts) so the caller can reject it as a whole. ``inflate_dir``:
-    zip members of ``bigfile.MAP_MIN_BYTES`` or more are inflated into an
-    unnamed file there and come as a read-only map (``parse.read_zip_member``).
+    big zip members are inflated into an unnamed file there and come as a
+    read-only map (``parse.read_zip_member``).
     """
     counter = [0]
     total = 0
@@ -171,8 +170,7 @@ def _zip_members(data: bytes, label: str, name: str | None, inflate_dir: str | N
             if unsafe:
                 raise ReportParseError(f"{label}: {unsafe}")
             yield MailPart(
-                data=read_zip_member(zf, info, inflate_dir=inflate_dir if info.file_size >= bigfile.MAP_MIN_BYTES
-                                     else None),
+                data=read_zip_member(zf, info, inflate_dir=inflate_dir),
                 member=f"{label}!{info.filename}" if len(members) > 1 else label,
                 name=info.filename or name,
             )

@@ -142,6 +142,17 @@ def gzip_raw(raw_xml: bytes) -> bytes:
 RAW_GZIP_LEVEL = 3
 
 
+def hash_and_gzip(raw_xml: bytes, *, sha256: str | None = None) -> tuple[str, bytes]:
+    """(sha256, ``gzip_raw``) of the raw XML for ``report_raw``; a mapped big
+    file (``dmarclens.bigfile``) in one pass, a window at a time, so it is
+    never resident whole. ``sha256``: the hash when the caller knows it."""
+    from dmarclens import bigfile
+
+    if bigfile.is_mapped(raw_xml):
+        return bigfile.gzip_stream(raw_xml, RAW_GZIP_LEVEL)
+    return sha256 or hashlib.sha256(raw_xml).hexdigest(), gzip_raw(raw_xml)
+
+
 def insert_report(
     con: duckdb.DuckDBPyConnection,
     report: Report,
