@@ -1,13 +1,13 @@
-"""Post-ingest traffic classification: what `classify_after_ingest` costs after an ingest.
+"""Post-ingest traffic classification: what the classification after an ingest costs.
 
     python benchmarks/classify.py big                 # fresh DB, one 50,000-record report
     python benchmarks/classify.py grown --copies 75   # ~1 M classified records, then a small new report
     python benchmarks/classify.py grown --db /tmp/dash10m-copy.duckdb   # any classified DB, then a small report
 
 Every measurement runs in a fresh process, as the CLI does: the reports are
-ingested with ``dmarclens.pipeline.ingest_paths`` and then
-``dmarclens.cli.classify_after_ingest`` (the step ``dmarclens ingest`` runs
-after its commit) is timed alone. ``grown`` builds a template once: the
+ingested with ``dmarclens.ingest.writer.ingest_paths`` and then
+``dmarclens.ingest.followup.classify_hook`` (the step ``dmarclens ingest``
+runs after its commit, on its connection) is timed alone. ``grown`` builds a template once: the
 generated 60-day world from 2013-01-01 ingested, its records copied into later
 weeks with SQL (same sources, new days), classified; each run copies the
 template, ingests one small report for the day after the newest (or, with
@@ -35,17 +35,20 @@ WORK = Path(os.environ.get("DMARCLENS_BENCH_DIR", "/tmp/dmarclens-bench-classify
 _CHILD = r"""
 import sys, time
 from pathlib import Path
-from dmarclens.cli import classify_after_ingest, configure_security
-from dmarclens.config import load_settings
-from dmarclens.pipeline import ingest_paths
+from dmarclens.core.config import load_settings
+from dmarclens.ingest.followup import classify_hook
+from dmarclens.ingest.writer import ingest_paths
+from dmarclens.sources.mailauth import configure
+from dmarclens.store.db import open_db
 
 db, inputs = Path(sys.argv[1]), sys.argv[2:]
 settings = load_settings(db=str(db))
-configure_security(settings)
+configure(settings)
 t0 = time.perf_counter()
 summary = ingest_paths(inputs, db)
 t1 = time.perf_counter()
-classify_after_ingest(db, settings)
+with open_db(db) as con:
+    classify_hook(settings)(con)
 t2 = time.perf_counter()
 print(f"{summary.records} {t1 - t0:.3f} {t2 - t1:.3f} {'pandas' in sys.modules}")
 """
@@ -75,7 +78,7 @@ def bench_big(runs: int) -> None:
         db.unlink(missing_ok=True)
         n, ingest_s, classify_s, pandas = _run_child(db, [xml])
         print(f"fresh DB, one report: {n} records ingested in {ingest_s:.2f}s; "
-              f"classify_after_ingest {classify_s:.3f}s; pandas imported: {pandas}")
+              f"classification {classify_s:.3f}s; pandas imported: {pandas}")
 
 
 def _template(copies: int) -> Path:
@@ -93,7 +96,7 @@ def _template(copies: int) -> Path:
             (folder / f"{n:06d}.xml").write_bytes(render_report(spec))
         tmp = db.with_suffix(".tmp")
         tmp.unlink(missing_ok=True)
-        from dmarclens.pipeline import ingest_paths
+        from dmarclens.ingest.writer import ingest_paths
 
         ingest_paths([folder], tmp)
         with open_db(tmp) as con:
@@ -145,7 +148,7 @@ def bench_grown(copies: int, runs: int, late: bool, db_in: Path | None) -> None:
         shutil.copy(template, db)
         n, ingest_s, classify_s, _ = _run_child(db, [report])
         print(f"{total:,} records stored, +{n} {'late' if late else 'new'} records ({day}): "
-              f"ingest {ingest_s:.2f}s; classify_after_ingest {classify_s:.3f}s")
+              f"ingest {ingest_s:.2f}s; classification {classify_s:.3f}s")
         db.unlink()
 
 

@@ -34,10 +34,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dmarclens.store import queries as q  # noqa: E402
+from dmarclens.query import anomalies as q_anomalies  # noqa: E402
+from dmarclens.query import posture as q_posture  # noqa: E402
+from dmarclens.query import reports as q_reports  # noqa: E402
+from dmarclens.query import traffic as q_traffic  # noqa: E402
+from dmarclens.query.filters import Filters  # noqa: E402
 from dmarclens.store import rollups  # noqa: E402
 from dmarclens.store.db import connect  # noqa: E402
-from dmarclens.store.queries import Filters  # noqa: E402
+from dmarclens.store.sql import has_table  # noqa: E402
 
 START = date(2025, 11, 1)
 REPORTERS = ["google.com", "Enterprise Outlook", "Yahoo", "Mimecast", "comcast.net", "Mail.Ru", "GMX", "Proofpoint"]
@@ -149,7 +153,7 @@ def build(path: Path, *, domains: int, days: int, records: int) -> None:
                        SELECT 'bench-run', now(), 'file', 'bench/bad-' || i || '.xml', 'rejected', 'unknown', NULL,
                               NULL, ['XML is truncated', 'not a DMARC report', 'empty file'][(1 + i % 3)::BIGINT]
                        FROM range(500) t(i)""")
-        if q.has_table(con, "anomalies"):
+        if has_table(con, "anomalies"):
             con.execute("""INSERT INTO anomalies (anomaly_id, kind, severity, severity_rank, score, domain,
                     identity_key, identity, first_day, last_day, messages, expected, passed, failed, dmarc,
                     explanation, ips, report_keys, report_ids, reporters, details, repeat_rule,
@@ -173,39 +177,39 @@ def build(path: Path, *, domains: int, days: int, records: int) -> None:
           f"{path.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def page_calls(con: Any, last: date) -> dict[str, list[tuple[str, tuple[Any, ...]]]]:
+def page_calls(con: Any, last: date) -> dict[str, list[tuple[Callable[..., Any], tuple[Any, ...]]]]:
     """The query-layer calls each page makes for the default view (all domains, last 30 days)."""
     f = Filters(start=last - timedelta(days=29), end=last)
     prev = Filters(start=f.start - timedelta(days=30), end=f.start - timedelta(days=1))
-    top = q.sources_overview(con, f, None, None, 1)["ips"]
+    top = q_traffic.sources_overview(con, f, None, None, 1)["ips"]
     ip = str(top.iloc[0]["source_ip"])
-    rep = q.reports_page(con, f, None, 1)
+    rep = q_reports.reports_page(con, f, None, 1)
     key = str(rep.iloc[0]["report_key"])
-    found = q.anomalies(con, f, "all")
-    sidebar = [("domains", ()), ("data_bounds", ())]
-    anomaly_calls: list[tuple[str, tuple[Any, ...]]] = [("anomalies", (f, "open"))]
+    found = q_anomalies.anomalies(con, f, "all")
+    sidebar = [(q_traffic.domains, ()), (q_traffic.data_bounds, ())]
+    anomaly_calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [(q_anomalies.anomalies, (f, "open"))]
     if found is not None and not found.empty:
         a = found.iloc[0]
         anomaly_calls += [
-            ("anomaly_by_id", (str(a["anomaly_id"]),)),
-            ("identity_series", (str(a["domain"]), {"service": "Microsoft"}, last - timedelta(days=90), last, [])),
-            ("reports_by_keys", ([],)),
+            (q_anomalies.anomaly_by_id, (str(a["anomaly_id"]),)),
+            (q_anomalies.identity_series, (str(a["domain"]), {"service": "Microsoft"}, last - timedelta(days=90), last, [])),
+            (q_reports.reports_by_keys, ([],)),
         ]
     return {
-        "Overview": sidebar + [("overview_daily", (f,)), ("totals", (f,)), ("domain_summary", (f,)),
-                               ("open_anomaly_counts", (f,)), ("totals", (prev,))],
-        "Sources": sidebar + [("sources_overview", (f, None, None, 200)), ("traffic_classes", (f,)),
-                              ("totals", (f,))],
-        "Sources: one service": [("sources_overview", (f, "Microsoft", None, 200))],
-        "Sources: one IP": [("source_info", (ip,)), ("source_history", (f, ip)), ("source_reports", (f, ip)),
-                            ("source_identifiers", (f, ip))],
+        "Overview": sidebar + [(q_traffic.overview_daily, (f,)), (q_traffic.totals, (f,)), (q_traffic.domain_summary, (f,)),
+                               (q_anomalies.open_anomaly_counts, (f,)), (q_traffic.totals, (prev,))],
+        "Sources": sidebar + [(q_traffic.sources_overview, (f, None, None, 200)), (q_traffic.traffic_classes, (f,)),
+                              (q_traffic.totals, (f,))],
+        "Sources: one service": [(q_traffic.sources_overview, (f, "Microsoft", None, 200))],
+        "Sources: one IP": [(q_traffic.source_info, (ip,)), (q_traffic.source_history, (f, ip)), (q_traffic.source_reports, (f, ip)),
+                            (q_traffic.source_identifiers, (f, ip))],
         "Anomalies": sidebar + anomaly_calls,
-        "Policy readiness": sidebar + [("readiness_sources", (f,)), ("domain_summary", (f,)),
-                                       ("days_with_data", (f,)), ("posture", ((),))],
-        "Reports": sidebar + [("reporters", (f,)), ("reports_page", (f, None, 1000))],
-        "Reports: one report": [("report_meta", (key,)), ("report_detail_records", (key,))],
-        "Ingest health": sidebar + [("ingest_runs", (50,)), ("rejected_items", (500,)), ("rejection_reasons", ()),
-                                    ("ingest_item_counts", ()), ("reporter_activity", (Filters(),))],
+        "Policy readiness": sidebar + [(q_posture.readiness_sources, (f,)), (q_traffic.domain_summary, (f,)),
+                                       (q_traffic.days_with_data, (f,)), (q_posture.posture, ((),))],
+        "Reports": sidebar + [(q_traffic.reporters, (f,)), (q_reports.reports_page, (f, None, 1000))],
+        "Reports: one report": [(q_reports.report_meta, (key,)), (q_reports.report_detail_records, (key,))],
+        "Ingest health": sidebar + [(q_reports.ingest_runs, (50,)), (q_reports.rejected_items, (500,)), (q_reports.rejection_reasons, ()),
+                                    (q_reports.ingest_item_counts, ()), (q_reports.reporter_activity, (Filters(),))],
     }
 
 
@@ -213,7 +217,7 @@ def time_queries(db: Path, runs: int = 5) -> list[tuple[str, float, str]]:
     """Median wall time of each page's queries on a fresh read-only connection; slowest call named."""
     con = connect(db, read_only=True)
     try:
-        _, last = q.data_bounds(con)
+        _, last = q_traffic.data_bounds(con)
         plan = page_calls(con, last)
     finally:
         con.close()
@@ -225,10 +229,10 @@ def time_queries(db: Path, runs: int = 5) -> list[tuple[str, float, str]]:
             t0 = time.perf_counter()
             con = connect(db, read_only=True)
             try:
-                for name, args in calls:
+                for fn, args in calls:
                     c0 = time.perf_counter()
-                    getattr(q, name)(con, *args)
-                    per_call.setdefault(name, []).append(time.perf_counter() - c0)
+                    fn(con, *args)
+                    per_call.setdefault(fn.__name__, []).append(time.perf_counter() - c0)
             finally:
                 con.close()
             totals.append(time.perf_counter() - t0)

@@ -3,7 +3,7 @@
     python benchmarks/enrich.py                  # 10,000 IPs, 10% time out, 1 s timeout
     python benchmarks/enrich.py --ips 50000 --concurrency 512 --timeout-share 0.2
 
-Target (issue 4): 10,000 distinct IPs in <= 10 s wall time when 10% of the
+Target: 10,000 distinct IPs in <= 10 s wall time when 10% of the
 PTR lookups time out at a 1 s timeout. Every answered PTR is forward-confirmed
 (one A/AAAA lookup more), so 10,000 IPs are ~19,000 DNS queries.
 
@@ -114,7 +114,7 @@ def bench_classify(folder: Path, days: int, copies: int) -> tuple[int, float]:
 
     from dmarclens.enrich import classify
     from dmarclens.generator import build_world, render_report
-    from dmarclens.pipeline import ingest_paths
+    from dmarclens.ingest.writer import ingest_paths
     from dmarclens.store.db import open_db
 
     world = build_world(7, days, date(2026, 1, 1))

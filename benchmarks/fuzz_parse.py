@@ -3,7 +3,7 @@
 Why next to the hypothesis properties (tests/hostile/test_parse_properties.py):
 hypothesis mutates along lines we thought of; libFuzzer follows branch
 coverage into the ones we did not. The contract is the same: for any bytes,
-``dmarclens.parse.parse_payload`` returns a ParsedItem or raises
+``dmarclens.parse.report.parse_payload`` returns a ParsedItem or raises
 ReportParseError, within the memory bound of the hostile-input suite.
 
 CI-optional (atheris is a compiled extension, not a dependency):
@@ -71,9 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     # Instrument before anything imports dmarclens (the seed corpus does): only modules
     # imported inside this block report coverage to libFuzzer.
     with atheris.instrument_imports(include=["dmarclens"]):
-        import dmarclens.fastparse  # noqa: F401 - imported lazily by parse; instrument it too
-        from dmarclens.errors import ReportParseError
-        from dmarclens.parse import parse_payload
+        from dmarclens.core.errors import ReportParseError
+        from dmarclens.parse.report import parse_payload
 
     repo = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(repo))  # the seed corpus comes from tests/hostile/cases.py

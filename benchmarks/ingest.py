@@ -267,7 +267,7 @@ def machine() -> str:
     import lxml.etree
     import pyarrow
 
-    from dmarclens import __version__
+    from dmarclens.core.version import __version__
 
     try:
         from importlib.metadata import version

@@ -11,6 +11,10 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 # `streamlit run .../dashboards/app.py` puts dashboards/ itself on sys.path;
 # the package's parent must be there too for `import dashboards.ui`.
@@ -23,7 +27,7 @@ import streamlit as st  # noqa: E402
 from dashboards import auth, ui  # noqa: E402
 
 
-def _favicon() -> object:
+def _favicon() -> PILImage:
     """A small shield drawn locally: a material-icon favicon would be fetched from Google's CDN."""
     from PIL import Image, ImageDraw
 
@@ -38,8 +42,8 @@ st.set_page_config(page_title="dmarclens", page_icon=_favicon(), layout="wide", 
 
 def _settings_raw() -> tuple[dict, list[str]]:
     """Config file contents (for the password hash) and the configured domains."""
-    from dmarclens.config import load_settings
-    from dmarclens.errors import ConfigError
+    from dmarclens.core.config import load_settings
+    from dmarclens.core.errors import ConfigError
 
     try:
         settings = load_settings()

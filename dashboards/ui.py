@@ -20,19 +20,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from types import FunctionType
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from dmarclens.errors import LockedError, StoreError
-from dmarclens.store import queries
-from dmarclens.store.db import connect
-from dmarclens.store.queries import Filters
+from dmarclens.core.errors import ConfigError, LockedError, StoreError
+from dmarclens.query import anomalies as q_anomalies
+from dmarclens.query import traffic as q_traffic
+from dmarclens.query.api import connect
+from dmarclens.query.filters import Filters
 
 ENV_DB = "DMARCLENS_DB"
 LOCK_TIMEOUT = 20.0
@@ -51,7 +52,7 @@ def db_path() -> Path:
     env = os.environ.get(ENV_DB)
     if env:
         return Path(env)
-    from dmarclens.config import load_settings
+    from dmarclens.core.config import load_settings
 
     return load_settings().db
 
@@ -68,21 +69,16 @@ def db_stamp(path: Path) -> tuple[int, int, int, int]:
     return (out[0], out[1], out[2], out[3])
 
 
-@contextmanager
-def reader() -> Any:
-    """A read-only connection for one unit of work, always closed (used by :func:`fetch`)."""
-    con = connect(db_path(), read_only=True, lock_timeout=LOCK_TIMEOUT)
-    try:
-        yield con
-    finally:
-        con.close()
-
-
 Call = tuple[Any, ...]
-"""(query function name, *args): a call into dmarclens.store.queries; the connection is added first."""
+"""(query function, *args): a call into the query layer (``dmarclens.query``); the connection is added first."""
 
 
-@st.cache_data(ttl=900, max_entries=256, show_spinner=False)
+def _query_key(fn: Callable[..., Any]) -> str:
+    """A query function in the cache key: its module and name (Streamlit cannot hash functions)."""
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+@st.cache_data(ttl=900, max_entries=256, show_spinner=False, hash_funcs={FunctionType: _query_key})
 def _run_calls(path: str, stamp: tuple[int, int, int, int], calls: tuple[tuple[str, Call], ...]) -> dict[str, Any]:
     """Run query-layer calls on one short-lived read-only connection.
 
@@ -91,17 +87,17 @@ def _run_calls(path: str, stamp: tuple[int, int, int, int], calls: tuple[tuple[s
     """
     del stamp  # part of the cache key only
     out: dict[str, Any] = {}
-    con = connect(Path(path), read_only=True, lock_timeout=LOCK_TIMEOUT)
+    con = connect(Path(path), read_only=True, lock_timeout=LOCK_TIMEOUT, warn_outdated=False)
     try:
-        for name, (fn_name, *args) in calls:
-            out[name] = getattr(queries, fn_name)(con, *args)
+        for name, (fn, *args) in calls:
+            out[name] = fn(con, *args)
     finally:
         con.close()
     return out
 
 
 def fetch(**calls: Call) -> dict[str, Any]:
-    """Run the page's queries (``name=("query_fn", *args)``) and return their results by name.
+    """Run the page's queries (``name=(query_fn, *args)``) and return their results by name.
 
     A missing database or a lock that outlasts the retries ends the page with
     a plain explanation instead of a traceback.
@@ -131,9 +127,12 @@ def acknowledge(anomaly_id: str, note: str | None) -> bool:
         by = f"dashboard ({user})"
     con = connect(db_path(), read_only=False, lock_timeout=LOCK_TIMEOUT, migrate=False)
     try:
-        return queries.acknowledge_anomaly(con, anomaly_id, note=note or None, by=by)
+        q_anomalies.acknowledge(con, anomaly_id, note=note or None, by=by)
+    except ConfigError:
+        return False  # no such anomaly (any more)
     finally:
         con.close()
+    return True
 
 
 # --------------------------------------------------------------------------- filters
@@ -183,7 +182,7 @@ def _period_bounds(period: str, first: date, last: date, custom: Any) -> tuple[d
 
 def sidebar_filters(configured_domains: Sequence[str] = ()) -> View:
     """Domain and period filters in the sidebar, bound to the URL; returns this run's view."""
-    meta = fetch(domains=("domains",), bounds=("data_bounds",))
+    meta = fetch(domains=(q_traffic.domains,), bounds=(q_traffic.data_bounds,))
     all_domains: tuple[str, ...] = tuple(meta["domains"])
     first, last = meta["bounds"]
     default_domains = [d for d in configured_domains if d in all_domains]
@@ -311,7 +310,7 @@ def table(
     csv_button(df if column_order is None else df[[c for c in column_order if c in df.columns]], name, key)
     if select and state is not None:
         try:
-            return list(state.selection.rows)  # type: ignore[union-attr]
+            return list(state.selection.rows)
         except AttributeError:
             return []
     return []

@@ -8,90 +8,31 @@ Analysts::
     con = dmarclens.connect("reports.duckdb", snapshot=True)   # a private copy: never blocks ingest
     df = dmarclens.load_dataframe("new_passing_sources", db="reports.duckdb", days=7)
 
-Imports stay lazy: ``import dmarclens`` must not pull in DuckDB or pandas,
-because the CLI imports this package on every cron run.
+Both live in ``dmarclens.query.api`` and are loaded on first use:
+``import dmarclens`` must not pull in DuckDB or pandas, because the CLI
+imports this package on every cron run.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from dmarclens.core.version import __version__
 
 if TYPE_CHECKING:
-    import duckdb
-    import pandas as pd
+    from dmarclens.query.api import connect, load_dataframe
+
+__all__ = ["__version__", "connect", "load_dataframe"]
 
 
-def _default_db(path: str | Path | None) -> Path:
-    if path is not None:
-        return Path(path).expanduser()
-    from dmarclens.config import load_settings
+def __getattr__(name: str) -> Any:
+    """``dmarclens.connect`` and ``dmarclens.load_dataframe``, imported when first used."""
+    if name == "connect":
+        from dmarclens.query.api import connect
 
-    return load_settings().db  # $DMARCLENS_DB, dmarclens.toml, else ./dmarclens.duckdb
+        return connect
+    if name == "load_dataframe":
+        from dmarclens.query.api import load_dataframe
 
-
-def connect(
-    path: str | Path | None = None,
-    *,
-    read_only: bool = True,
-    snapshot: bool | str | Path = False,
-    lock_timeout: float = 30.0,
-    **kwargs: Any,
-) -> duckdb.DuckDBPyConnection:
-    """Open a dmarclens database for analysis, with the stable views ready.
-
-    Read-only by default so a stray ``CREATE`` or ``DELETE`` in a notebook
-    cannot damage the data. While this connection is open, DuckDB keeps
-    every other process from writing the file, so ``dmarclens ingest`` waits
-    and eventually fails; for a long session pass ``snapshot=True`` (a
-    private temporary copy, deleted when Python exits) or
-    ``snapshot="path/copy.duckdb"`` (a copy you keep). A snapshot may be
-    opened with ``read_only=False`` to add scratch tables of your own.
-
-    ``path`` defaults to $DMARCLENS_DB / dmarclens.toml / ./dmarclens.duckdb.
-    """
-    import warnings
-
-    from dmarclens.store.db import connect as _connect
-
-    db = _default_db(path)
-    if snapshot:
-        from dmarclens.hunting import snapshot_copy
-
-        dest = None if snapshot is True else snapshot
-        db = snapshot_copy(db, dest, lock_timeout=lock_timeout)
-    con = _connect(db, read_only=read_only, lock_timeout=lock_timeout, **kwargs)
-    if read_only:
-        from dmarclens.hunting import pending_migrations
-
-        behind = pending_migrations(con)
-        if behind:
-            warnings.warn(
-                f"{db} lacks schema migrations {behind} (written by an older dmarclens), so some views "
-                "are missing; a read-only open cannot add them. Open it with snapshot=True, or run any "
-                "`dmarclens ingest` on it once.",
-                stacklevel=2,
-            )
-    return con
-
-
-def load_dataframe(
-    name: str,
-    db: str | Path | None = None,
-    *,
-    con: duckdb.DuckDBPyConnection | None = None,
-    **params: Any,
-) -> pd.DataFrame:
-    """Run the saved hunting query ``name`` and return a pandas DataFrame.
-
-    ``params`` are the query's parameters (``dmarclens query --list`` or
-    docs/hunting.md lists them), e.g. ``load_dataframe("new_passing_sources",
-    db="reports.duckdb", days=7)``. Pass ``con=`` to reuse an open connection
-    such as a snapshot; otherwise the file is opened read-only for the query
-    only.
-    """
-    from dmarclens.hunting import load_dataframe as _load
-
-    return _load(name, db, con=con, **params)
+        return load_dataframe
+    raise AttributeError(f"module 'dmarclens' has no attribute {name!r}")

@@ -38,7 +38,7 @@ PAGES: list[tuple[str, str, int]] = [
 def build_demo_db(folder: Path) -> Path:
     """Generate the sample reports, ingest them, and run detection when available."""
     from dmarclens.generator import write_samples
-    from dmarclens.pipeline import ingest_paths
+    from dmarclens.ingest.writer import ingest_paths
 
     samples = folder / "samples"
     write_samples(samples)

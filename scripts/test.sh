@@ -13,6 +13,13 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
 echo "== lint"
 python3 -m ruff check .
 
+echo "== layering (import-linter contracts in pyproject.toml)"
+# The console script next to this Python, not whatever a PATH shim finds first.
+"$(python3 -c 'import os, sys; print(os.path.dirname(sys.executable))')/lint-imports"
+
+echo "== types"
+python3 -m mypy
+
 echo "== tests"
 set +e
 python3 -m pytest "$@"

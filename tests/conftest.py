@@ -51,7 +51,7 @@ def samples_dir() -> Path:
 @pytest.fixture(scope="session")
 def sample_db_template(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> Path:
     """sample_reports/ ingested once per session through the library pipeline."""
-    from dmarclens.pipeline import ingest_paths
+    from dmarclens.ingest.writer import ingest_paths
 
     path = tmp_path_factory.mktemp("sampledb") / "samples.duckdb"
     summary = ingest_paths([samples_dir], path)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from dmarclens.detect.model import RANK
-from dmarclens.detect.scenarios import ScenarioWorld, benchmark_world, match
+from dmarclens.generator.scenarios import ScenarioWorld, benchmark_world, match
 
 ALERT = RANK["medium"]
 

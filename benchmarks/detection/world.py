@@ -1,6 +1,6 @@
 """Write the labelled detection world to disk: report files by arrival day, plus the labels.
 
-The world itself is built by ``dmarclens.detect.scenarios.benchmark_world``
+The world itself is built by ``dmarclens.generator.scenarios.benchmark_world``
 (on the generator's simulator and renderer) so tests and the benchmark share
 it; this script only materialises it for a person or another tool:
 
@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dmarclens.detect.scenarios import benchmark_world
+from dmarclens.generator.scenarios import benchmark_world
 
 
 def main() -> None:

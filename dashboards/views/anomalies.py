@@ -10,7 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import figures, ui
-from dmarclens.errors import DmarcLensError
+from dmarclens.core.errors import DmarcLensError
+from dmarclens.query import anomalies as q_anomalies
+from dmarclens.query import reports as q_reports
 
 SEVERITY_COLOUR = {"critical": "red", "high": "red", "medium": "orange", "low": "blue", "info": "gray"}
 STATUS = {"open": "Open", "acknowledged": "Acknowledged", "all": "All"}
@@ -44,7 +46,7 @@ if not view.has_data:
     st.stop()
 f = view.filters
 
-open_all: pd.DataFrame | None = ui.fetch(open_all=("anomalies", f, "open"))["open_all"]
+open_all: pd.DataFrame | None = ui.fetch(open_all=(q_anomalies.anomalies, f, "open"))["open_all"]
 if open_all is None:
     st.info(
         "Detection has not run on this database yet. Run `dmarclens detect` (it stores its findings here); "
@@ -64,7 +66,7 @@ c[3].metric("Messages involved", ui.num(open_df["messages"].sum() if not open_df
 
 status = st.segmented_control("Status", options=list(STATUS), format_func=STATUS.__getitem__, default="open",
                               key="status", bind="query-params") or "open"
-found: pd.DataFrame = open_df if status == "open" else ui.fetch(found=("anomalies", f, status))["found"]
+found: pd.DataFrame = open_df if status == "open" else ui.fetch(found=(q_anomalies.anomalies, f, status))["found"]
 if found.empty:
     st.success("Nothing to look at: no " + ("open " if status == "open" else "") + "anomalies for these filters.",
                icon=":material/check_circle:")
@@ -100,7 +102,7 @@ else:
     chosen_id = str(found.iloc[0][id_col])
     st.caption("Showing the most severe finding; select a row to open another.")
 
-a = ui.fetch(one=("anomaly_by_id", chosen_id))["one"]
+a = ui.fetch(one=(q_anomalies.anomaly_by_id, chosen_id))["one"]
 if a is None:
     st.warning("That anomaly is not in this database (any more).", icon=":material/search_off:")
     st.stop()
@@ -127,7 +129,7 @@ m[4].metric("Days", ui.num(span_days), border=True, help=f"{first} → {last}")
 if first and last and view.first_day and view.last_day:
     start = max(view.first_day, pd.Timestamp(first).date() - timedelta(days=60))
     end = min(view.last_day, pd.Timestamp(last).date() + timedelta(days=7))
-    series = ui.fetch(s=("identity_series", str(a["domain"]), _identity(a.get("identity")), start, end,
+    series = ui.fetch(s=(q_anomalies.identity_series, str(a["domain"]), _identity(a.get("identity")), start, end,
                          list(a.get("ips") or [])))["s"]
     st.plotly_chart(figures.identity_vs_baseline(
         series, title="This identity's daily mail against its baseline", first_day=pd.Timestamp(first).date(),
@@ -147,7 +149,7 @@ with left:
                      query_params={"ip": ips[0]})
 with right:
     st.markdown("**Reports carrying the evidence**")
-    reps = ui.fetch(r=("reports_by_keys", list(a.get("report_keys") or [])))["r"]
+    reps = ui.fetch(r=(q_reports.reports_by_keys, list(a.get("report_keys") or [])))["r"]
     rep_rows = ui.table(reps, key=f"an-reports-{chosen_id}", name=f"anomaly-{chosen_id}-reports", select=True,
                         column_order=["begin_ts", "reporter", "report_id", "domain", "messages"],
                         column_config={"begin_ts": ui.ts_col("Begins"), "reporter": st.column_config.TextColumn(

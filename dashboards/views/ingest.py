@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import ui
+from dmarclens.query import reports as q_reports
 
 SILENT_MIN_DAYS = 3.0  # a daily reporter missing three reports is worth a look
 FEED_STALE_DAYS = 3
@@ -19,9 +20,9 @@ ui.header("Ingest health", None, "Whether reports keep arriving, what could not 
 now = datetime.now(UTC)
 hour = now.replace(minute=0, second=0, microsecond=0)  # stable cache key within the hour
 data = ui.fetch(
-    runs=("ingest_runs", 50), rejected=("rejected_items", 500), reasons=("rejection_reasons",),
-    counts_30d=("ingest_item_counts", hour - timedelta(days=30)), counts_all=("ingest_item_counts",),
-    activity=("reporter_activity", view.filters),
+    runs=(q_reports.ingest_runs, 50), rejected=(q_reports.rejected_items, 500), reasons=(q_reports.rejection_reasons,),
+    counts_30d=(q_reports.ingest_item_counts, hour - timedelta(days=30)), counts_all=(q_reports.ingest_item_counts,),
+    activity=(q_reports.reporter_activity, view.filters),
 )
 runs: pd.DataFrame = data["runs"]
 activity: pd.DataFrame = data["activity"]

@@ -6,6 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import figures, ui
+from dmarclens.query import anomalies as q_anomalies
+from dmarclens.query import traffic as q_traffic
 
 view = ui.current_view()
 ui.header("Overview", view, "How much mail uses your domains, how much of it passes DMARC, and what receivers did.")
@@ -16,13 +18,13 @@ if not view.has_data:
 f = view.filters
 prev = view.previous()
 calls: dict[str, ui.Call] = {
-    "daily": ("overview_daily", f),
-    "totals": ("totals", f),
-    "domains": ("domain_summary", f),
-    "anomalies": ("open_anomaly_counts", f),
+    "daily": (q_traffic.overview_daily, f),
+    "totals": (q_traffic.totals, f),
+    "domains": (q_traffic.domain_summary, f),
+    "anomalies": (q_anomalies.open_anomaly_counts, f),
 }
 if prev is not None:
-    calls["prev"] = ("totals", prev)
+    calls["prev"] = (q_traffic.totals, prev)
 data = ui.fetch(**calls)
 t, p = data["totals"], data.get("prev")
 daily: pd.DataFrame = data["daily"]

@@ -9,7 +9,9 @@ import streamlit as st
 
 from dashboards import figures, ui
 from dashboards.readiness import classify, verdict
-from dmarclens.store.queries import Filters
+from dmarclens.query import posture as q_posture
+from dmarclens.query import traffic as q_traffic
+from dmarclens.query.filters import Filters
 
 WINDOW_DAYS = 30
 COLOURS = {"good": "green", "warn": "orange", "bad": "red"}
@@ -26,8 +28,8 @@ if not view.has_data or view.filters.end is None:
 end = view.filters.end
 window = Filters(domains=view.filters.domains, start=end - timedelta(days=WINDOW_DAYS - 1), end=end)
 st.caption(f"Window: {window.start} → {window.end} (the {WINDOW_DAYS} days up to the end of the selected period).")
-data = ui.fetch(sources=("readiness_sources", window), summary=("domain_summary", window),
-                days=("days_with_data", window), posture=("posture", window.domains))
+data = ui.fetch(sources=(q_posture.readiness_sources, window), summary=(q_traffic.domain_summary, window),
+                days=(q_traffic.days_with_data, window), posture=(q_posture.posture, window.domains))
 sources = classify(data["sources"])
 summary: pd.DataFrame = data["summary"]
 days = dict(zip(data["days"]["domain"], data["days"]["days"], strict=False))
@@ -112,7 +114,7 @@ for dom, _row, v in [t for t in ranked if t[0] == picked]:
                     st.markdown("- " + ui.esc(item, 600))
                 if findings is None or len(findings) == 0:
                     st.caption("No weaknesses found in the published records.")
-            includes = ui.fetch(inc=("posture_spf_includes", (int(check["check_id"]),)))["inc"]
+            includes = ui.fetch(inc=(q_posture.posture_spf_includes, (int(check["check_id"]),)))["inc"]
             if includes is not None and not includes.empty:
                 st.caption("SPF includes: multi-tenant platforms let any of their customers pass SPF as you; "
                            "unused ones are authorisation to remove.")

@@ -6,6 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import figures, ui
+from dmarclens.query import reports as q_reports
+from dmarclens.query import traffic as q_traffic
 
 RAW_XML_SHOWN = 400_000  # characters drawn on the page; the download has all of it
 
@@ -16,7 +18,7 @@ if not view.has_data:
     st.stop()
 f = view.filters
 
-reporters: pd.DataFrame = ui.fetch(reporters=("reporters", f))["reporters"]
+reporters: pd.DataFrame = ui.fetch(reporters=(q_traffic.reporters, f))["reporters"]
 c = st.columns(4)
 c[0].metric("Reporters", ui.num(len(reporters)), border=True, help="Receiving organisations that sent reports")
 c[1].metric("Reports", ui.num(reporters["reports"].sum() if not reporters.empty else 0), border=True)
@@ -41,7 +43,7 @@ st.subheader("Report list")
 names = reporters["reporter"].tolist() if not reporters.empty else []
 who = st.selectbox("Reporter", options=[None, *names], format_func=lambda v: "All reporters" if v is None else str(v),
                    key="rep-who")
-reports: pd.DataFrame = ui.fetch(reports=("reports_page", f, who, 1000))["reports"]
+reports: pd.DataFrame = ui.fetch(reports=(q_reports.reports_page, f, who, 1000))["reports"]
 st.caption(f"{len(reports):,} reports, newest first" + (" (first 1,000)" if len(reports) >= 1000 else "")
            + ". Select one to open it.")
 rows = ui.table(
@@ -65,7 +67,7 @@ elif "report" in st.query_params:
 
 if key:
     st.divider()
-    detail = ui.fetch(meta=("report_meta", key), records=("report_detail_records", key))
+    detail = ui.fetch(meta=(q_reports.report_meta, key), records=(q_reports.report_detail_records, key))
     meta = detail["meta"]
     if not meta:
         st.warning("That report is not in this database.", icon=":material/search_off:")
@@ -95,7 +97,7 @@ if key:
             "count": ui.int_col("Messages"), "dmarc_pass": st.column_config.CheckboxColumn("DMARC pass"),
         })
     if st.toggle("Show the raw XML", key=f"rep-raw-{key}"):
-        xml = ui.fetch(xml=("report_raw_xml", key))["xml"]
+        xml = ui.fetch(xml=(q_reports.report_raw_xml, key))["xml"]
         if xml is None:
             st.info("The raw XML of this report was not kept.", icon=":material/info:")
         else:

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import figures, ui
+from dmarclens.query import traffic as q_traffic
 
 view = ui.current_view()
 ui.header("Sources", view, "Who sends mail as your domains: services, their IP ranges and single IPs. "
@@ -19,8 +20,8 @@ if not view.has_data:
 f = view.filters
 
 # What is selected upstream decides what the lower tables list; read it before drawing them.
-base = ui.fetch(all=("sources_overview", f, None, None, 200), classes=("traffic_classes", f),
-                totals=("totals", f), lookalikes=("lookalikes", f))
+base = ui.fetch(all=(q_traffic.sources_overview, f, None, None, 200), classes=(q_traffic.traffic_classes, f),
+                totals=(q_traffic.totals, f), lookalikes=(q_traffic.lookalikes, f))
 services: pd.DataFrame = base["all"]["services"]
 countries: pd.DataFrame = base["all"]["countries"]
 data = {"new": base["all"]["new"], "totals": base["totals"], "classes": base["classes"]}
@@ -65,7 +66,7 @@ svc_rows = ui.table(
 service: str | None = services.iloc[svc_rows[0]]["service"] if svc_rows and svc_rows[0] < len(services) else None
 
 ranges: pd.DataFrame = (
-    base["all"]["ranges"] if service is None else ui.fetch(s=("sources_overview", f, service, None, 200))["s"]["ranges"]
+    base["all"]["ranges"] if service is None else ui.fetch(s=(q_traffic.sources_overview, f, service, None, 200))["s"]["ranges"]
 )
 st.subheader("IP ranges" + (f" of {ui.esc(service)}" if service else ""))
 st.caption("IPv4 /24 and IPv6 /48 networks. Select one to list its IPs.")
@@ -85,7 +86,7 @@ ip_range: str | None = ranges.iloc[rng_rows[0]]["ip_range"] if rng_rows and rng_
 
 ips: pd.DataFrame = (
     base["all"]["ips"] if service is None and ip_range is None
-    else ui.fetch(s=("sources_overview", f, service, ip_range, 200))["s"]["ips"]
+    else ui.fetch(s=(q_traffic.sources_overview, f, service, ip_range, 200))["s"]["ips"]
 )
 scope = ip_range or service
 st.subheader("IPs" + (f" in {ui.esc(scope)}" if scope else "") + " — top 200 by volume")
@@ -100,7 +101,7 @@ ip_cols: dict[str, Any] = {
 }
 classified = classes is not None and bool(set(classes["traffic_class"]) - {"unclassified"})
 if classified and not ips.empty:
-    per_ip = ui.fetch(c=("ip_traffic_classes", f, ips["source_ip"].tolist()))["c"]
+    per_ip = ui.fetch(c=(q_traffic.ip_traffic_classes, f, ips["source_ip"].tolist()))["c"]
     if per_ip is not None:
         ips = ips.merge(per_ip, on="source_ip", how="left")
         ip_cols = {**ip_cols, "traffic_class": st.column_config.TextColumn("Traffic class")}
@@ -138,8 +139,8 @@ elif "ip" in st.query_params:
 if selected_ip:
     st.divider()
     detail = ui.fetch(
-        info=("source_info", selected_ip), history=("source_history", f, selected_ip),
-        reports=("source_reports", f, selected_ip), idents=("source_identifiers", f, selected_ip),
+        info=(q_traffic.source_info, selected_ip), history=(q_traffic.source_history, f, selected_ip),
+        reports=(q_traffic.source_reports, f, selected_ip), idents=(q_traffic.source_identifiers, f, selected_ip),
     )
     head, close = st.columns([6, 1], vertical_alignment="bottom")
     head.subheader("Source " + ui.esc(selected_ip))
@@ -160,7 +161,7 @@ if selected_ip:
     left, right = st.columns([3, 2])
     left.plotly_chart(figures.history_bars(hist, "Daily messages from this IP"), key="src-hist")
     with right:
-        facts = {k: info.get(k) for k in ("service_name", "service_type", "reverse_dns", "base_domain", "fcrdns",
+        facts: dict[str, Any] = {k: info.get(k) for k in ("service_name", "service_type", "reverse_dns", "base_domain", "fcrdns",
                                           "country", "asn", "as_name", "as_domain", "rdns_status") if k in info}
         extra = {k: v for k, v in info.items() if k not in facts and k not in ("ip", "offline_resolved_at",
                                                                                "rdns_resolved_at", "service_source")}

@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dmarclens.errors import ConfigError
+from dmarclens.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -208,7 +208,7 @@ def violations(contract: Contract | None, rows: pd.DataFrame) -> list[Finding]:
                 span = f"On {first}" if first == last else f"From {first} to {last}"
                 out.append(Finding(
                     kind="contract_violation", domain=domain, identity={"volume_band": f"{lo}-{hi}"},
-                    first_day=first, last_day=last, messages=msgs, expected=float(hi) * days, passed=msgs, failed=0,
+                    first_day=first, last_day=last, messages=msgs, expected=float(hi or 0) * days, passed=msgs, failed=0,
                     severity=sev, score=float(peak) / max(hi or 1, 1),
                     details={"rule": "daily_messages", "band": [lo, hi], "peak": peak,
                              "sentence": (f"{span}, {domain} sent {n(msgs)} DMARC-passing messages (peak {n(peak)} "

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from dmarclens.store.queries import range_expr, trusted_report_keys_sql
+from dmarclens.store.sql import range_expr, trusted_report_keys_sql
 
 if TYPE_CHECKING:
     import duckdb
@@ -337,7 +337,7 @@ def build(
         """CREATE OR REPLACE TEMP TABLE det_rcand_ip AS
            SELECT DISTINCT i.ip FROM det_ip i JOIN (SELECT DISTINCT ip_range FROM det_rcand) c USING (ip_range)"""
     )
-    if con.execute("SELECT count(*) FROM det_rcand").fetchone()[0]:
+    if con.execute("SELECT count(*) FROM det_rcand").fetchall()[0][0]:
         con.execute(
             f"""INSERT INTO det_v SELECT * FROM ({classified_sql(range_days_sql('r.day <= ?'))}) WHERE NOT relayed""",
             [upto],

@@ -255,7 +255,7 @@ def detect_and_store(
     ``contract_path`` names a senders.toml; without it ./senders.toml is used
     when present.
     """
-    from dmarclens import __version__
+    from dmarclens.core.version import __version__
 
     started = time.monotonic()
     run_id = uuid.uuid4().hex[:16]
@@ -266,22 +266,16 @@ def detect_and_store(
         started_at = _now()
     # 2. the heavy part on a read-only connection.
     with dbmod.open_db(db_path, read_only=True, lock_timeout=lock_timeout) as con:
-        data_last = con.execute("SELECT max(day) FROM records").fetchone()[0]
+        data_last = con.execute("SELECT max(day) FROM records").fetchall()[0][0]
         found = score(con, since, until, params=params, contract=contract, extra_authorized=extra)
     # 3. the upsert, in one transaction.
-    with dbmod.open_db(db_path, lock_timeout=lock_timeout) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            stored = store(con, found, run_id)
-            con.execute(
-                "INSERT INTO detect_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [run_id, started_at, _now(), since, until, data_last, len(stored),
-                 sum(1 for a in stored if a.new), time.monotonic() - started, __version__],
-            )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+    with dbmod.open_db(db_path, lock_timeout=lock_timeout) as con, dbmod.transaction(con):
+        stored = store(con, found, run_id)
+        con.execute(
+            "INSERT INTO detect_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, started_at, _now(), since, until, data_last, len(stored),
+             sum(1 for a in stored if a.new), time.monotonic() - started, __version__],
+        )
     log.info("detect: %d anomalies (%d new) in %.1fs", len(stored), sum(a.new for a in stored),
              time.monotonic() - started)
     return stored

@@ -29,8 +29,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dmarclens.enrich.offline import network_of
-from dmarclens.errors import ConfigError, StoreError
+from dmarclens.core.errors import ConfigError, StoreError
+from dmarclens.core.net import network_of
 
 if TYPE_CHECKING:
     import duckdb
@@ -186,7 +186,7 @@ def _filled_networks(con: duckdb.DuckDBPyConnection) -> list[str]:
     pairs = [(ip, net) for ip in ips if (net := network_of(ip))]
     if not pairs:
         return []
-    from dmarclens.fastparse import import_pyarrow
+    from dmarclens.core.arrow import import_pyarrow
 
     pa = import_pyarrow()
     con.register("_dl_nets", pa.table({"ip": pa.array([p[0] for p in pairs], pa.string()),
@@ -213,7 +213,7 @@ def _load_rule_tables(con: duckdb.DuckDBPyConnection, rules: Rules,
     """
     # import_pyarrow, not `import pyarrow`: building arrays from lists would
     # otherwise import pandas (~0.15 s) in an ingest that never uses it.
-    from dmarclens.fastparse import import_pyarrow
+    from dmarclens.core.arrow import import_pyarrow
 
     pa = import_pyarrow()
     string, strings = pa.string(), pa.list_(pa.string())
@@ -644,25 +644,17 @@ def update_on(con: duckdb.DuckDBPyConnection, db_path: str | Path, rules: Rules 
     here, not with the DNS code, so that step does not import asyncio.
     Errors roll back and come out as ``StoreError``.
     """
-    import contextlib
-
     import duckdb
 
-    con.execute("BEGIN TRANSACTION")
-    try:
-        if before is not None:
-            before(con)
-        done = update(con, rules, configured, incremental=incremental)
-        from dmarclens.store.db import commit
+    from dmarclens.store.db import transaction
 
-        commit(con)  # under DuckDB's own memory limit (see store.db.commit)
-    except BaseException as e:
-        # A failed COMMIT (disk full) has already ended the transaction.
-        with contextlib.suppress(duckdb.Error):
-            con.execute("ROLLBACK")
-        if isinstance(e, duckdb.Error):
-            raise StoreError(f"database {db_path}: enrichment not stored: {' '.join(str(e).split())}") from e
-        raise
+    try:
+        with transaction(con):
+            if before is not None:
+                before(con)
+            done = update(con, rules, configured, incremental=incremental)
+    except duckdb.Error as e:
+        raise StoreError(f"database {db_path}: enrichment not stored: {' '.join(str(e).split())}") from e
     return done
 
 

@@ -40,6 +40,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from dmarclens.core.domains import registrable_parts
+
 TECHNIQUES = ("idn_homoglyph", "homoglyph", "hyphen", "typo", "added_word", "other_tld", "embedded")
 MIN_LABEL_FOR_EDITS = 4
 """Below this, one edit turns a name into an unrelated one (``abc``/``abd``)."""
@@ -74,13 +76,6 @@ class LookalikeMatch:
     detail: str
 
 
-@lru_cache(maxsize=1)
-def _psl():  # type: ignore[no-untyped-def]
-    from publicsuffixlist import PublicSuffixList
-
-    return PublicSuffixList()
-
-
 def to_unicode(domain: str) -> str:
     """Punycode labels decoded (``xn--exmple-4nf.com`` → ``exämple.com``); others kept."""
     out = []
@@ -108,12 +103,10 @@ def split_registrable(domain: str) -> tuple[str, str, str] | None:
 
     ``mail.example.co.uk`` → (``example``, ``co.uk``, ``example.co.uk``).
     """
-    ascii_domain = to_ascii(domain.strip().lower().rstrip("."))
-    psl = _psl()
-    registrable = psl.privatesuffix(ascii_domain)
-    if not registrable:
+    parts = registrable_parts(to_ascii(domain.strip().lower().rstrip(".")))
+    if parts is None:
         return None
-    suffix = psl.publicsuffix(ascii_domain) or ""
+    suffix, registrable = parts
     label = registrable[: -len(suffix) - 1] if suffix else registrable
     return label, suffix, registrable
 

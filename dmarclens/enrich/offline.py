@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import ipaddress
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -143,13 +142,13 @@ class OfflineEnricher:
                     if derived is not None:
                         break
                 if derived is None:
+                    record: Any
                     record, plen = self._reader.get_with_prefix_len(ip)
                     derived = self._derive(record)
                     known[(family, number >> (width - plen), plen)] = derived
                     if plen not in prefixes[family]:
                         prefixes[family].append(plen)
             else:
-                record: Any = None
                 try:
                     record = self._reader.get(ip)
                 except ValueError:
@@ -183,20 +182,3 @@ def service_for_base_domain(base_domain: str | None) -> tuple[str, str] | None:
     return service_map().get(base_domain.lower())
 
 
-def network_of(ip: str) -> str | None:
-    """The /24 (IPv4) or /48 (IPv6) an address belongs to: the range layer of a source."""
-    bare = ip.split("%", 1)[0]
-    if ":" not in bare:
-        # Dotted quads by string: ipaddress objects cost ~25 us each, which made
-        # classifying the 50,000 new IPs of one big report take a second.
-        try:
-            socket.inet_pton(socket.AF_INET, bare)
-        except OSError:
-            return None
-        return bare.rsplit(".", 1)[0] + ".0/24"
-    try:
-        addr = ipaddress.ip_address(bare)
-    except ValueError:
-        return None
-    prefix = 24 if addr.version == 4 else 48
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))

@@ -666,12 +666,6 @@ def posture_db(
     results = check_domains(targets, selectors, nameservers=nameservers, timeout=timeout)
     for p in results:
         apply_usage(p, evidence[p.domain])
-    with dbmod.open_db(db_path, lock_timeout=lock_timeout) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            store(con, results, nameservers)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+    with dbmod.open_db(db_path, lock_timeout=lock_timeout) as con, dbmod.transaction(con):
+        store(con, results, nameservers)
     return results

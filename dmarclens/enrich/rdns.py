@@ -39,15 +39,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from dmarclens.core.domains import base_domain as psl_base_domain
+from dmarclens.core.errors import DmarcLensError
 from dmarclens.enrich.offline import service_for_base_domain, service_map
-from dmarclens.errors import DmarcLensError
 
 if TYPE_CHECKING:
     import dns.message
     import dns.name
     import duckdb
+    from dns.rdtypes.ANY.PTR import PTR
+    from dns.rdtypes.IN.A import A
+    from dns.rdtypes.IN.AAAA import AAAA
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -374,9 +378,9 @@ def _values_of(response: dns.message.Message | None, rdtype: str) -> list[str]:
     out = []
     for rd in _rdata_of(response, rdtype):
         if rdtype == "PTR":
-            out.append(rd.target.to_text().rstrip(".").lower())  # type: ignore[attr-defined]
+            out.append(cast("PTR", rd).target.to_text().rstrip(".").lower())
         else:
-            out.append(str(ipaddress.ip_address(rd.address)))  # type: ignore[attr-defined]
+            out.append(str(ipaddress.ip_address(cast("A | AAAA", rd).address)))
     return out
 
 
@@ -397,16 +401,15 @@ def system_nameservers() -> list[tuple[str, int]]:
 def base_domain_of(name: str | None) -> str | None:
     """Registrable domain of a host name, public-suffix aware.
 
-    Reuses parsedmarc's ``get_base_domain`` (publicsuffixlist plus parsedmarc's
-    own overrides for ISPs that put customer names left of a shared suffix),
-    so dmarclens groups PTR names exactly as the service map expects.
+    The same rule as parsedmarc's ``get_base_domain`` (``core.domains.base_domain``:
+    the public suffix list plus parsedmarc's overrides for ISPs that put
+    customer names left of a shared suffix), so dmarclens groups PTR names
+    exactly as the service map expects.
     """
     if not name:
         return None
-    from parsedmarc.utils import get_base_domain
-
     try:
-        return get_base_domain(name.rstrip(".").lower())
+        return psl_base_domain(name.rstrip(".").lower())
     except Exception:  # noqa: BLE001 - a malformed PTR name must not stop the batch
         return None
 
@@ -663,7 +666,7 @@ class EnrichOptions:
         concurrency: int | None = None,
         refresh_days: float | None = None,
     ) -> EnrichOptions:
-        from dmarclens.errors import ConfigError
+        from dmarclens.core.errors import ConfigError
 
         section = (raw or {}).get("enrich") or {}
         if not isinstance(section, Mapping):

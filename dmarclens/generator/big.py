@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from .spec import DkimAuth, PolicySpec, RecordSpec, ReportFormat, ReportSpec, SpfAuth
 from .world import default_domains, default_reporters
-from .wrappers import report_file
+from .wrappers import FileKind, report_file
 from .xmlgen import render_report
 
 # Outbound ranges of large senders: distinct addresses are drawn from their
@@ -145,7 +145,7 @@ def many_small_reports(n: int, *, seed: int) -> Iterator[tuple[str, bytes]]:
     rng = random.Random(f"small|{seed}")
     domains = default_domains()
     reporters = [r for r in default_reporters() if r.period_days == 1]
-    kinds = {"google": "zip", "microsoft": "xml.gz", "rfc9990": "xml"}
+    kinds: dict[str, FileKind] = {"google": "zip", "microsoft": "xml.gz", "rfc9990": "xml"}
     # Days cycle through 1,000 days from 2023 so any n stays in the past (a store
     # rightly refuses reports from the future); report ids keep every item distinct.
     start = date(2023, 1, 1)
@@ -184,4 +184,4 @@ def many_small_reports(n: int, *, seed: int) -> Iterator[tuple[str, bytes]]:
             reporter=rep.key,
         )
         kind = kinds.get(rep.key, "xml.gz")
-        yield report_file(spec, render_report(spec), kind, unique_id=spec.report_id)  # type: ignore[arg-type]
+        yield report_file(spec, render_report(spec), kind, unique_id=spec.report_id)

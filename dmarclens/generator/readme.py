@@ -195,10 +195,10 @@ def render_readme(world: World, placements: list[Placement], written: list[Path]
             t.removeprefix("quirk:") for t in pl.report.tags if t.startswith("quirk:") or t == "multi-day"
         ]
         if tags:
-            rep = pl.report
-            span = f"{_ts(rep.begin)} to {_ts(rep.end)} UTC"
+            spec = pl.report
+            span = f"{_ts(spec.begin)} to {_ts(spec.end)} UTC"
             add(
-                f"| {', '.join(tags)} | {rep.org_name} `{rep.report_id}` for {rep.domain}, {span} | `{pl.path}` |"
+                f"| {', '.join(tags)} | {spec.org_name} `{spec.report_id}` for {spec.domain}, {span} | `{pl.path}` |"
             )
     dup_paths = _duplicates(placements)
     for report_id, paths in dup_paths.items():

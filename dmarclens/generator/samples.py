@@ -32,6 +32,7 @@ from .world import Reporter, World, build_world
 from .wrappers import (
     Attachment,
     MailMeta,
+    SubjectStyle,
     attachment_for,
     forward_email,
     gzip_bytes,
@@ -66,11 +67,11 @@ def _when(rep: Reporter, spec: ReportSpec, seed: int) -> datetime:
     return datetime.fromtimestamp(spec.end, tz=UTC) + timedelta(hours=hours, seconds=rng.randint(0, 59))
 
 
-def _meta(rep: Reporter, spec: ReportSpec, seed: int, subject_style: str = "rfc") -> MailMeta:
+def _meta(rep: Reporter, spec: ReportSpec, seed: int, subject_style: SubjectStyle = "rfc") -> MailMeta:
     return MailMeta(
         from_addr=rep.mail_from,
         to_addr=RUA_MAILBOX,
-        subject=report_subject(spec, subject_style),  # type: ignore[arg-type]
+        subject=report_subject(spec, subject_style),
         date=_when(rep, spec, seed),
         message_id=f"<{spec.report_id.replace('@', '.')}@{rep.receiver}>",
     )

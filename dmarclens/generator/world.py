@@ -560,6 +560,7 @@ class _Simulator:
 
     def _rows(self, src: Source, rep: Reporter, day: int, ip: str, count: int, rng: random.Random) -> None:
         dom = self.domains[src.domain]
+        parts: list[tuple[str | None, int]]
         if rep.envelope_to:
             targets = rng.sample(dom.recipients, min(len(dom.recipients), 1 + int(rng.random() * 2.2)))
             parts = list(zip(targets, _split(count, len(targets), rng), strict=True))

@@ -38,6 +38,7 @@ from typing import Literal
 from .spec import ReportSpec
 
 FileKind = Literal["xml", "xml.gz", "zip"]
+SubjectStyle = Literal["rfc", "lower", "bare"]
 AttachmentStyle = Literal["gzip", "zip", "x-zip", "octet-gz", "xml"]
 TransferEncoding = Literal["base64", "7bit", "quoted-printable"]
 
@@ -138,7 +139,7 @@ class MailMeta:
     message_id: str
 
 
-def report_subject(spec: ReportSpec, style: Literal["rfc", "lower", "bare"] = "rfc") -> str:
+def report_subject(spec: ReportSpec, style: SubjectStyle = "rfc") -> str:
     """The Subject receivers use; RFC 7489 wording or a common variant."""
     if style == "rfc":
         return f"Report Domain: {spec.domain} Submitter: {spec.receiver} Report-ID: <{spec.report_id}>"

@@ -18,12 +18,13 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from dmarclens import bigfile
-from dmarclens.errors import ReportParseError
-from dmarclens.models import RawItem
-from dmarclens.parse import MAX_REPORT_BYTES, read_zip_member, unsafe_member_name
-from dmarclens.security import check_mail
+from dmarclens.core import bigfile
+from dmarclens.core.errors import ReportParseError
+from dmarclens.core.models import OriginKind, RawItem
+from dmarclens.core.payload import MAX_REPORT_BYTES, read_zip_member, unsafe_member_name
+from dmarclens.sources.mailauth import check_mail
 from dmarclens.sources.mime import iter_report_parts, mail_info, parse_message
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def iter_file(path: Path, *, map_big: bool = False, inflate_dir: str | None = No
     ``map_big``: a bare report (not a mailbox, mail or zip archive) of
     ``bigfile.MAP_MIN_BYTES`` or more comes as a read-only map of the file
     rather than its bytes, for a process that parses it a window at a time
-    (``dmarclens.bigfile``), and so does a zip member that large, inflated
+    (``dmarclens.core.bigfile``), and so does a zip member that large, inflated
     into an unnamed file in ``inflate_dir`` (the system's temporary directory
     if None). Such items must not be pickled.
     """
@@ -133,7 +134,7 @@ def iter_file(path: Path, *, map_big: bool = False, inflate_dir: str | None = No
                     except (OSError, ValueError) as e:  # cannot be mapped here (or emptied meanwhile): read it
                         log.debug("%s: not mapped (%s); reading it", origin, e)
                     else:
-                        yield RawItem(data=mapped, origin=origin, name=path.name)  # type: ignore[arg-type]
+                        yield RawItem(data=mapped, origin=origin, name=path.name)
                         return
                 fh.seek(0)
                 data = fh.readall()  # not head + rest, nor a buffered read: both copy a 100 MB report
@@ -164,11 +165,11 @@ def _bare_report(head: bytes) -> bool:
     return not (head.startswith((_OLE_MAGIC, _ZIP_MAGIC, b"From ")) or looks_like_mail(head))
 
 
-def iter_zip(data: bytes, *, origin: str, name: str | None, origin_kind: str = "file",
+def iter_zip(data: bytes, *, origin: str, name: str | None, origin_kind: OriginKind = "file",
              inflate_dir: str | None = None) -> Iterator[RawItem]:
     """A zip archive may hold one report (the usual case) or a folder's worth
     (``inflate_dir``: big members are inflated there and come mapped,
-    ``parse.read_zip_member``)."""
+    ``core.payload.read_zip_member``)."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as e:
@@ -230,7 +231,7 @@ def items_from_mail(
     data: bytes,
     *,
     origin: str,
-    origin_kind: str = "eml",
+    origin_kind: OriginKind = "eml",
     member: str | None = None,
     mailbox_name: str | None = None,
     uidvalidity: int | None = None,
@@ -242,7 +243,7 @@ def items_from_mail(
 
     ``inflate_dir``: a zip member of ``bigfile.MAP_MIN_BYTES`` or more is
     inflated into an unnamed file there and comes mapped (``iter_file``)."""
-    base = {
+    base: dict[str, Any] = {  # the fields every item of this mail shares
         "origin": origin, "origin_kind": origin_kind, "mailbox": mailbox_name,
         "uidvalidity": uidvalidity, "uid": uid,
     }

@@ -17,9 +17,11 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
+from typing import cast
 
-from dmarclens.errors import ReportParseError
-from dmarclens.parse import MAX_REPORT_BYTES, read_zip_member, unsafe_member_name
+from dmarclens.core.bigfile import Buffer
+from dmarclens.core.errors import ReportParseError
+from dmarclens.core.payload import MAX_REPORT_BYTES, read_zip_member, unsafe_member_name
 
 MAX_MIME_DEPTH = 5
 MAX_PARTS = 200
@@ -37,7 +39,7 @@ _ZIP_MAGIC = b"PK\x03\x04"
 class MailPart:
     """A payload found in a mail, with enough context to name it in errors."""
 
-    data: bytes
+    data: Buffer  # bytes, or a map of a big zip member inflated into a file (core.bigfile)
     member: str  # e.g. "attachment google.com!example.com!1!2.zip" or "forwarded/1/body"
     name: str | None
     problem: str | None = None  # this attachment is unusable; the mail's other reports still count
@@ -91,7 +93,7 @@ def iter_report_parts(msg: Message, *, prefix: str = "", depth: int = 0,
     Raises ReportParseError for mail that is structurally hostile (too deep,
     too many parts) so the caller can reject it as a whole. ``inflate_dir``:
     big zip members are inflated into an unnamed file there and come as a
-    read-only map (``parse.read_zip_member``).
+    read-only map (``core.payload.read_zip_member``).
     """
     counter = [0]
     total = 0
@@ -125,8 +127,9 @@ def _walk(part: Message, prefix: str, depth: int, counter: list[int], inflate_di
             if isinstance(child, Message):
                 yield from _walk(child, prefix, depth, counter, inflate_dir)
         return
+    payload: bytes | None
     try:
-        payload = part.get_payload(decode=True)
+        payload = cast("bytes | None", part.get_payload(decode=True))  # decode=True: bytes, or None if multipart
     except Exception:  # noqa: BLE001 - compat32 decode can raise on garbage; treat as no payload
         payload = None
     if not payload:

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from dmarclens.errors import LockedError, StoreError
+from dmarclens.core.errors import LockedError, StoreError
 
 if TYPE_CHECKING:
     import duckdb
@@ -152,14 +152,10 @@ def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[int]:
         if version in done:
             continue
         try:
-            con.execute("BEGIN TRANSACTION")
-            con.execute(sql)
-            con.execute(
-                "INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name]
-            )
-            con.execute("COMMIT")
+            with transaction(con):
+                con.execute(sql)
+                con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
         except duckdb.Error as e:
-            con.execute("ROLLBACK")
             raise StoreError(f"schema migration {version:04d}_{name} failed: {e}") from e
         applied.append(version)
     if applied:
@@ -214,6 +210,28 @@ see ``bounded``.
 """
 
 T = TypeVar("T")
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """``BEGIN`` … ``COMMIT`` around the block, or ``ROLLBACK`` when it raises.
+
+    Every multi-statement write goes through here, so each one is all or
+    nothing. The commit runs under DuckDB's own memory limit (``commit``).
+    A rollback that fails too (DuckDB has already ended the transaction after
+    a failed COMMIT, or the database was invalidated) never hides the error
+    that caused it: that one is what the caller sees.
+    """
+    import duckdb
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        commit(con)
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
 
 
 def commit(con: duckdb.DuckDBPyConnection) -> None:

@@ -13,6 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from dmarclens.store.db import transaction
+from dmarclens.store.sql import has_table
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -30,6 +33,26 @@ SELECT p.domain, r.day, r.source_ip,
        count(*)
 FROM records r JOIN reports p USING (report_key)
 """
+
+
+_FROM_RECORDS = """(
+    SELECT p.domain, r.day, r.source_ip, r.count AS messages,
+           CASE WHEN r.dmarc_pass THEN r.count ELSE 0 END AS passed,
+           CASE WHEN r.dkim_aligned THEN r.count ELSE 0 END AS dkim_aligned,
+           CASE WHEN r.spf_aligned THEN r.count ELSE 0 END AS spf_aligned,
+           CASE WHEN r.disposition = 'quarantine' THEN r.count ELSE 0 END AS disp_quarantine,
+           CASE WHEN r.disposition = 'reject' THEN r.count ELSE 0 END AS disp_reject,
+           CASE WHEN NOT r.dmarc_pass AND len(coalesce(r.override_reasons, [])) > 0
+                THEN r.count ELSE 0 END AS failed_overridden,
+           1 AS records
+    FROM records r JOIN reports p USING (report_key))"""
+
+
+def relation(con: duckdb.DuckDBPyConnection) -> str:
+    """What readers select from for per-(domain, day, source_ip) sums: the rollup, or
+    the same rows computed from ``records`` when the database predates it (slower,
+    same answers)."""
+    return ROLLUP_TABLE if has_table(con, ROLLUP_TABLE) else _FROM_RECORDS
 
 
 def _exists(con: duckdb.DuckDBPyConnection) -> bool:
@@ -56,24 +79,18 @@ def add_for_reports(con: duckdb.DuckDBPyConnection, report_keys: Sequence[str]) 
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> int:
     """Recompute the rollup from `records` (after deletes or a bulk load); returns rows."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(f"DELETE FROM {ROLLUP_TABLE}")
         # Day order keeps row groups day-clustered, so date filters skip most of the table.
         con.execute(f"INSERT INTO {ROLLUP_TABLE} {_AGGREGATE} GROUP BY p.domain, r.day, r.source_ip "
                     "ORDER BY r.day, p.domain")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     row = con.execute(f"SELECT count(*) FROM {ROLLUP_TABLE}").fetchone()
     return int(row[0]) if row else 0
 
 
 def compact(con: duckdb.DuckDBPyConnection) -> int:
     """Fold partial rows into one row per (domain, day, source_ip); returns rows."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(
             f"CREATE TEMP TABLE _rollup_compact AS SELECT domain, day, source_ip, sum(messages) AS messages, "
             "sum(passed) AS passed, sum(dkim_aligned) AS dkim_aligned, sum(spf_aligned) AS spf_aligned, "
@@ -84,9 +101,5 @@ def compact(con: duckdb.DuckDBPyConnection) -> int:
         con.execute(f"DELETE FROM {ROLLUP_TABLE}")
         con.execute(f"INSERT INTO {ROLLUP_TABLE} SELECT * FROM _rollup_compact ORDER BY day, domain")
         con.execute("DROP TABLE _rollup_compact")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     row = con.execute(f"SELECT count(*) FROM {ROLLUP_TABLE}").fetchone()
     return int(row[0]) if row else 0

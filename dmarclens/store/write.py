@@ -15,20 +15,28 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from dmarclens.enrich.offline import network_of
-from dmarclens.models import ItemResult, RecordBatch, Report, RunSummary
+from dmarclens.core import bigfile
+from dmarclens.core.models import ItemResult, RecordBatch, Report, RunSummary
+from dmarclens.core.net import network_of
 
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-    from dmarclens.enrich.offline import OfflineEnricher
+
+@runtime_checkable
+class IpFactSource(Protocol):
+    """What the store needs to look up offline facts of new IPs
+    (``dmarclens.enrich.offline.OfflineEnricher`` is one; it also has a
+    faster ``lookup_columns`` for many IPs at once, used when present)."""
+
+    def lookup(self, ip: str) -> Any: ...
 
 
 def _records_schema() -> pa.Schema:
-    from dmarclens.fastparse import import_pyarrow
+    from dmarclens.core.arrow import import_pyarrow
 
     pa = import_pyarrow()
 
@@ -67,7 +75,7 @@ def now_utc() -> datetime:
 
 
 def start_run(con: duckdb.DuckDBPyConnection, run_id: str, command: str, source_kind: str) -> None:
-    from dmarclens import __version__
+    from dmarclens.core.version import __version__
 
     con.execute(
         "INSERT INTO ingest_runs (run_id, started_at, command, source_kind, hostname, version) "
@@ -108,7 +116,7 @@ class NewReport:
     report: Report
     origin: str
     member: str | None = None
-    raw_xml: bytes | None = None
+    raw_xml: bigfile.Buffer | None = None
     raw_gz: bytes | None = None
     raw_sha256: str | None = None
     key: str | None = None  # report.key when the caller already has it (it is a sha256 per access)
@@ -127,7 +135,7 @@ class NewReport:
         return self.raw_gz if self.raw_gz is not None else gzip_raw(self.raw_xml or b"")
 
 
-def gzip_raw(raw_xml: bytes) -> bytes:
+def gzip_raw(raw_xml: bigfile.Buffer) -> bytes:
     """Compress the raw report for ``report_raw``.
 
     Level 3: half the CPU of zlib's default 6 (0.044 s instead of 0.095 s on
@@ -142,12 +150,10 @@ def gzip_raw(raw_xml: bytes) -> bytes:
 RAW_GZIP_LEVEL = 3
 
 
-def hash_and_gzip(raw_xml: bytes, *, sha256: str | None = None) -> tuple[str, bytes]:
+def hash_and_gzip(raw_xml: bigfile.Buffer, *, sha256: str | None = None) -> tuple[str, bytes]:
     """(sha256, ``gzip_raw``) of the raw XML for ``report_raw``; a mapped big
-    file (``dmarclens.bigfile``) in one pass, a window at a time, so it is
+    file (``dmarclens.core.bigfile``) in one pass, a window at a time, so it is
     never resident whole. ``sha256``: the hash when the caller knows it."""
-    from dmarclens import bigfile
-
     if bigfile.is_mapped(raw_xml):
         return bigfile.gzip_stream(raw_xml, RAW_GZIP_LEVEL)
     return sha256 or hashlib.sha256(raw_xml).hexdigest(), gzip_raw(raw_xml)
@@ -157,7 +163,7 @@ def insert_report(
     con: duckdb.DuckDBPyConnection,
     report: Report,
     *,
-    raw_xml: bytes,
+    raw_xml: bigfile.Buffer,
     origin: str,
     member: str | None,
     run_id: str,
@@ -172,22 +178,22 @@ def insert_reports(con: duckdb.DuckDBPyConnection, items: list[NewReport], *, ru
     Why in bulk: DuckDB's cost is per statement (~1 ms), so 500 small reports
     written one by one cost more than parsing them. Here each table gets one
     Arrow-backed INSERT per batch, and records go in Arrow batches of up to
-    ``fastparse.CHUNK_ROWS`` rows whatever the number of reports.
+    ``core.records.CHUNK_ROWS`` rows whatever the number of reports.
     """
-    from dmarclens.fastparse import gc_paused
+    from dmarclens.core.arrow import gc_paused
 
     if not items:
         return
-    with gc_paused():  # many short-lived objects, no cycles: see fastparse.gc_paused
+    with gc_paused():  # many short-lived objects, no cycles: see core.arrow.gc_paused
         _insert_reports(con, items, run_id)
 
 
 def _insert_reports(con: duckdb.DuckDBPyConnection, items: list[NewReport], run_id: str) -> None:
-    from dmarclens.fastparse import import_pyarrow
+    from dmarclens.core.arrow import import_pyarrow
 
     pa = import_pyarrow()
 
-    from dmarclens.fastparse import record_batches_for
+    from dmarclens.core.records import record_batches_for
 
     stamp = now_utc()
     reports = [i.report for i in items]
@@ -255,9 +261,9 @@ def _insert_reports(con: duckdb.DuckDBPyConnection, items: list[NewReport], run_
 
 def _one_stream(parts: Iterator[pa.RecordBatch | pa.Table]) -> pa.RecordBatchReader | None:
     """Batches and tables (all in ``records`` column order) as one reader."""
-    from dmarclens.fastparse import import_pyarrow
+    from dmarclens.core.arrow import import_pyarrow
 
-    pa = import_pyarrow()
+    arrow = import_pyarrow()
     first = next(parts, None)
     if first is None:
         return None
@@ -265,10 +271,10 @@ def _one_stream(parts: Iterator[pa.RecordBatch | pa.Table]) -> pa.RecordBatchRea
 
     def batches() -> Iterator[pa.RecordBatch]:
         for part in chain([first], parts):
-            for batch in part.to_batches() if isinstance(part, pa.Table) else (part,):
+            for batch in part.to_batches() if isinstance(part, arrow.Table) else (part,):
                 yield batch if batch.schema == schema else batch.cast(schema)
 
-    return pa.RecordBatchReader.from_batches(schema, batches())
+    return arrow.RecordBatchReader.from_batches(schema, batches())
 
 
 def _insert_arrow(con: duckdb.DuckDBPyConnection, table_name: str, data: pa.Table) -> None:
@@ -291,7 +297,7 @@ def insert_items(con: duckdb.DuckDBPyConnection, run_id: str, items: list[ItemRe
     """Append the ledger rows of one batch (one Arrow-backed INSERT, not one per item)."""
     if not items:
         return
-    from dmarclens.fastparse import import_pyarrow
+    from dmarclens.core.arrow import import_pyarrow
 
     pa = import_pyarrow()
 
@@ -320,20 +326,21 @@ def insert_items(con: duckdb.DuckDBPyConnection, run_id: str, items: list[ItemRe
     _insert_arrow(con, "ingest_items", table)
 
 
-def ip_facts_table(ips: Iterable[str], enricher: OfflineEnricher) -> pa.Table:
+def ip_facts_table(ips: Iterable[str], enricher: IpFactSource) -> pa.Table:
     """Offline facts for ``ips`` as an Arrow table in ``ip_info``'s column names
     (without the timestamp, which the writer stamps).
 
     Parse workers call this for the IPs of the reports they parsed, so the
     lookups run in parallel and the single writer only inserts.
     """
-    from dmarclens.fastparse import gc_paused, import_pyarrow
+    from dmarclens.core.arrow import gc_paused, import_pyarrow
 
     pa = import_pyarrow()
     string = pa.string()
     with gc_paused():
-        if hasattr(enricher, "lookup_columns"):
-            cols = enricher.lookup_columns(list(ips))
+        lookup_columns = getattr(enricher, "lookup_columns", None)
+        if lookup_columns is not None:
+            cols = lookup_columns(list(ips))
         else:
             facts = [enricher.lookup(ip) for ip in ips]
             cols = {name: [getattr(f, name) for f in facts] for name in (
@@ -354,7 +361,7 @@ _FACT_COLUMNS = "ip, country, asn, as_name, as_domain, service_name, service_typ
 def upsert_ip_facts(
     con: duckdb.DuckDBPyConnection,
     ips: Iterable[str],
-    enricher: OfflineEnricher | Callable[[], OfflineEnricher],
+    enricher: IpFactSource | Callable[[], IpFactSource],
     *,
     facts: Sequence[pa.Table] = (),
 ) -> int:
@@ -367,7 +374,7 @@ def upsert_ip_facts(
     slices of ``IP_SLICE`` so a report with 200,000 new addresses never holds
     200,000 fact objects.
     """
-    from dmarclens.fastparse import import_pyarrow
+    from dmarclens.core.arrow import import_pyarrow
 
     pa = import_pyarrow()
     stamp = now_utc()
@@ -382,7 +389,7 @@ def upsert_ip_facts(
                 f"INSERT INTO ip_info ({_FACT_COLUMNS}, offline_resolved_at) "
                 f"SELECT {_FACT_COLUMNS}, ? FROM _dl_given_facts f ANTI JOIN ip_info USING (ip)",
                 [stamp],
-            ).fetchone()[0]
+            ).fetchall()[0][0]
         finally:
             con.unregister("_dl_given_facts")
     if facts:
@@ -398,10 +405,11 @@ def upsert_ip_facts(
     del ip_list
     new = [r[0] for r in rows]
     del rows
-    if new and callable(enricher) and not hasattr(enricher, "lookup"):
-        enricher = enricher()
+    if not new:
+        return added
+    source = enricher if isinstance(enricher, IpFactSource) else enricher()  # opened only when needed
     for start in range(0, len(new), IP_SLICE):
-        table = ip_facts_table(new[start: start + IP_SLICE], enricher)  # type: ignore[arg-type]
+        table = ip_facts_table(new[start: start + IP_SLICE], source)
         con.register("_dl_new_ips", table)
         try:
             con.execute(f"INSERT INTO ip_info ({_FACT_COLUMNS}, offline_resolved_at) "

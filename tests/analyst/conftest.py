@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dmarclens.generator.xmlgen import render_report
-from dmarclens.pipeline import ingest_paths
+from dmarclens.ingest.writer import ingest_paths
 from dmarclens.store.db import open_db
 from tests.analyst.scenario import IP_FACTS, report_specs
 

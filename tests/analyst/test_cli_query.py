@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from dmarclens import hunting
+from dmarclens.query import saved
 from tests.analyst.scenario import AS_OF, LOOKALIKE, M365_NEW, NEW_TENANT_FROM, day
 from tests.conftest import run_cli
 
@@ -17,12 +17,12 @@ from tests.conftest import run_cli
 def test_list_names_every_saved_query_with_purpose_and_params() -> None:
     res = run_cli("query", "--list")
     assert res.returncode == 0, res.stderr
-    for q in hunting.list_queries():
+    for q in saved.list_queries():
         assert q.name in res.stdout and q.purpose in res.stdout
     assert "ip (required)" in res.stdout and "days=14" in res.stdout
     res = run_cli("query", "--list", "--format", "json")
     listed = json.loads(res.stdout)
-    assert [e["name"] for e in listed] == [q.name for q in hunting.list_queries()]
+    assert [e["name"] for e in listed] == [q.name for q in saved.list_queries()]
     assert {"name", "purpose", "params"} == set(listed[0])
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from dmarclens import hunting
+from dmarclens.query import saved
 from tests.analyst.scenario import (
     AS_OF,
     DAYS,
@@ -38,7 +38,7 @@ WINDOW = range(DAYS - 30, DAYS)  # days 5..34
 
 
 def rows(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> list[dict[str, Any]]:
-    cur = hunting.run_saved(con, name, params)
+    cur = saved.run_saved(con, name, params)
     columns = [d[0] for d in cur.description]
     return [dict(zip(columns, r, strict=True)) for r in cur.fetchall()]
 
@@ -49,7 +49,7 @@ def pick(result: list[dict[str, Any]], *keys: str) -> list[tuple[Any, ...]]:
 
 def test_every_saved_query_has_a_known_answer_test() -> None:
     tested = {n[len("test_q_"):] for n in dir(sys.modules[__name__]) if n.startswith("test_q_")}
-    shipped = {q.name for q in hunting.list_queries()}
+    shipped = {q.name for q in saved.list_queries()}
     assert len(shipped) >= 12
     assert shipped == tested, f"untested: {shipped - tested}, stale tests: {tested - shipped}"
 

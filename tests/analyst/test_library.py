@@ -7,8 +7,8 @@ from datetime import UTC, date, datetime
 import duckdb
 import pytest
 
-from dmarclens import hunting
-from dmarclens.hunting import (
+from dmarclens.query import saved
+from dmarclens.query.saved import (
     Param,
     QueryDefinitionError,
     QueryParamError,
@@ -20,20 +20,20 @@ from tests.conftest import REPO
 
 
 def test_every_shipped_query_has_purpose_typed_params_and_uses_exactly_them() -> None:
-    queries = hunting.list_queries()
+    queries = saved.list_queries()
     assert len(queries) >= 12
     for q in queries:
         assert q.purpose and len(q.purpose) < 160, q.name
         assert q.notes, f"{q.name}: say why the query matters"
-        assert hunting.placeholders(q.sql) == {p.name for p in q.params}
+        assert saved.placeholders(q.sql) == {p.name for p in q.params}
         for p in q.params:
-            assert p.type in hunting.PARAM_TYPES
+            assert p.type in saved.PARAM_TYPES
             if not p.required:
                 p.default_value()  # every default converts
 
 
 def test_queries_read_only_the_stable_views() -> None:
-    for q in hunting.list_queries():
+    for q in saved.list_queries():
         body = q.sql.lower()
         for table in ("from records", "join records", "from reports", "join reports", "from ip_info", "join ip_info"):
             assert table not in body, f"{q.name} reads a table ({table}); use the stable views"
@@ -41,8 +41,8 @@ def test_queries_read_only_the_stable_views() -> None:
 
 def test_docs_hunting_md_is_generated_from_the_queries() -> None:
     current = (REPO / "docs" / "hunting.md").read_text(encoding="utf-8")
-    assert current == hunting.catalog_markdown(), "docs/hunting.md is stale: python -m dmarclens.hunting docs/hunting.md"
-    for q in hunting.list_queries():
+    assert current == saved.catalog_markdown(), "docs/hunting.md is stale: python -m dmarclens.query.saved docs/hunting.md"
+    for q in saved.list_queries():
         assert f"## {q.name}" in current
 
 
@@ -90,14 +90,14 @@ def test_param_conversion_and_errors_name_the_param() -> None:
 
 
 def test_bind_fills_defaults_and_refuses_unknown_or_missing() -> None:
-    q = hunting.get_query("source_activity")
+    q = saved.get_query("source_activity")
     assert q.bind({"ip": "192.0.2.1"}) == {"ip": "192.0.2.1", "days": 30, "as_of": None}
     with pytest.raises(QueryParamError, match="parameter ip: source_activity needs it"):
         q.bind({})
     with pytest.raises(QueryParamError, match="parameter dayz: source_activity has no such parameter"):
         q.bind({"ip": "192.0.2.1", "dayz": "3"})
     with pytest.raises(UnknownQueryError, match="did you mean source_activity"):
-        hunting.get_query("source_activty")
+        saved.get_query("source_activty")
 
 
 def test_parse_param_args() -> None:
@@ -111,6 +111,6 @@ def test_parse_param_args() -> None:
 def test_parameter_values_are_bound_not_pasted(world_con: duckdb.DuckDBPyConnection) -> None:
     """A hostile value is just a domain that matches nothing."""
     hostile = "example.com' OR '1'='1"
-    assert hunting.run_saved(world_con, "new_passing_sources", {"domain": hostile}).fetchall() == []
-    assert hunting.run_saved(world_con, "source_activity", {"ip": "x'; DROP TABLE records; --"}).fetchall() == []
+    assert saved.run_saved(world_con, "new_passing_sources", {"domain": hostile}).fetchall() == []
+    assert saved.run_saved(world_con, "source_activity", {"ip": "x'; DROP TABLE records; --"}).fetchall() == []
     assert world_con.execute("SELECT count(*) FROM records").fetchone()[0] > 0

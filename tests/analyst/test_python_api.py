@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 import dmarclens
-from dmarclens.errors import StoreError
+from dmarclens.core.errors import StoreError
 from dmarclens.generator.spec import DkimAuth, PolicySpec, RecordSpec, ReportSpec, SpfAuth
 from dmarclens.generator.xmlgen import render_report
-from dmarclens.hunting import QueryParamError, QueryUsageError
+from dmarclens.query.saved import QueryParamError, QueryUsageError
 from dmarclens.store.db import open_db
 from tests.analyst.scenario import AS_OF, M365_NEW, NEW_TENANT_FROM, day, report_specs
 from tests.conftest import REPO, run_cli

@@ -146,7 +146,7 @@ def write_reports(folder: Path, specs: list[ReportSpec]) -> Path:
 
 
 def ingest(folder: Path, db: Path) -> None:
-    from dmarclens.pipeline import ingest_paths
+    from dmarclens.ingest.writer import ingest_paths
 
     ingest_paths([folder], db)
 

@@ -39,7 +39,7 @@ class Detected:
 @pytest.fixture(scope="session")
 def detected(tmp_path_factory: pytest.TempPathFactory) -> Detected:
     from dmarclens.detect.run import detect_and_store
-    from dmarclens.pipeline import ingest_paths
+    from dmarclens.ingest.writer import ingest_paths
 
     base = tmp_path_factory.mktemp("detect-world")
     inbox = base / "inbox"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from dmarclens.core.errors import ConfigError
 from dmarclens.detect.contract import load_contract, parse_contract
-from dmarclens.errors import ConfigError
 
 CONTRACT = """
 [domains."newesp.example"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 
 from dmarclens.detect.run import detect_and_store, load_anomalies
-from dmarclens.pipeline import ingest_paths
+from dmarclens.ingest.writer import ingest_paths
 
 from . import worlds
 from .conftest import Detected
@@ -92,9 +92,11 @@ def test_ack_of_unknown_or_ambiguous_id_is_a_usage_error(cli_db) -> None:  # typ
 
 def test_acknowledged_new_source_becomes_authorized(detected: Detected, world_copy: Path) -> None:
     esp = next(a for a in detected.anomalies if a.kind == "new_source" and a.domain == "newesp.example")
-    from dmarclens.alerts import acknowledge
+    from dmarclens.query.anomalies import acknowledge
+    from dmarclens.store.db import open_db
 
-    acknowledge(world_copy, esp.id, "onboarded by marketing")
+    with open_db(world_copy) as con:
+        acknowledge(con, esp.id, note="onboarded by marketing")
     again = detect_and_store(world_copy)
     with duckdb.connect(str(world_copy), read_only=True) as con:
         loaded = load_anomalies(con, ids=[esp.id])
@@ -112,7 +114,7 @@ def _clone(con: duckdb.DuckDBPyConnection, src: str, new_id: str, *, days: int, 
 
 
 def test_identity_baseline_for_the_dashboard(detected: Detected) -> None:
-    from dmarclens.store.queries import identity_baseline
+    from dmarclens.query.anomalies import identity_baseline
 
     a = next(x for x in detected.anomalies if x.domain == "seed.example")
     with duckdb.connect(str(detected.db), read_only=True) as con:

@@ -14,7 +14,8 @@ import random
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
-from dmarclens.detect.scenarios import (
+from dmarclens.generator import DkimAuth
+from dmarclens.generator.scenarios import (
     SENDGRID_V4,
     Delivery,
     deliver,
@@ -32,7 +33,6 @@ from dmarclens.detect.scenarios import (
     ses,
     spoof_noise,
 )
-from dmarclens.generator import DkimAuth
 from dmarclens.generator.world import (
     GOOGLE_GROUPS_V4,
     M365_BASELINE_V4,

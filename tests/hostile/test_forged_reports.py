@@ -1,4 +1,4 @@
-"""Forged-report defence (dmarclens/security.py): reports about other people's domains
+"""Forged-report defence (dmarclens/sources/mailauth.py): reports about other people's domains
 are kept apart, and the mail that carried a report is checked for DKIM (keys
 served by a real local DNS server) or a trusted Authentication-Results header.
 """
@@ -197,8 +197,9 @@ def test_the_domain_list_moves_reports_between_counted_and_hidden(tmp_path: Path
 
 
 def test_query_layer_lists_hidden_and_unverified_reports(tmp_path: Path, dns_server: DNSServer) -> None:
-    from dmarclens.store import queries
+    from dmarclens.query.reports import hidden_reports, report_trust_summary, unverified_reports
     from dmarclens.store.db import connect
+    from dmarclens.store.sql import counted_reports, trusted_report_keys_sql
 
     folder = tmp_path / "r"
     folder.mkdir()
@@ -210,19 +211,19 @@ def test_query_layer_lists_hidden_and_unverified_reports(tmp_path: Path, dns_ser
 
     con = connect(db, read_only=True)
     try:
-        hidden = queries.hidden_reports(con)
+        hidden = hidden_reports(con)
         assert list(hidden["domain"]) == ["other.example"] and int(hidden["messages"].iloc[0]) == 127
-        summary = queries.report_trust_summary(con)
+        summary = report_trust_summary(con)
         assert summary == {"verified": 0, "unverified": 1, "not_mail": 2, "not_checked": 0, "hidden": 1}
-        unverified = queries.unverified_reports(con)
+        unverified = unverified_reports(con)
         assert list(unverified["report_id"]) == ["forged"]
         assert "no DKIM signature" in unverified["auth_detail"].iloc[0]
-        keys_sql = queries.trusted_report_keys_sql(con, ignore_unverified=True)
+        keys_sql = trusted_report_keys_sql(con, ignore_unverified=True)
         kept = {r for (r,) in con.execute(f"SELECT report_id FROM reports WHERE report_key IN ({keys_sql})").fetchall()}
         assert kept == {"mine"}
-        listed = con.execute(f"SELECT DISTINCT domain FROM {queries.counted_reports(con)} ORDER BY 1").fetchall()
+        listed = con.execute(f"SELECT DISTINCT domain FROM {counted_reports(con)} ORDER BY 1").fetchall()
         assert listed == [(OWNED,)]  # the domain selector would not offer other.example
-        assert {r for (r,) in con.execute(f"SELECT report_id FROM {queries.counted_reports(con, ignore_unverified=True)}"
+        assert {r for (r,) in con.execute(f"SELECT report_id FROM {counted_reports(con, ignore_unverified=True)}"
                                           ).fetchall()} == {"mine"}
     finally:
         con.close()

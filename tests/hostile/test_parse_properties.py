@@ -17,10 +17,11 @@ import zipfile
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dmarclens.errors import ReportParseError
-from dmarclens.models import RawItem
-from dmarclens.parse import MAX_COUNT, MAX_SPAN_SECONDS, parse_payload
-from dmarclens.pipeline import parse_raw
+from dmarclens.core.errors import ReportParseError
+from dmarclens.core.models import RawItem
+from dmarclens.ingest.parsed import parse_raw
+from dmarclens.parse.guards import MAX_COUNT, MAX_SPAN_SECONDS
+from dmarclens.parse.report import parse_payload
 from tests.hostile.cases import spec, xml
 from tests.hostile.helpers import unsafe_chars
 

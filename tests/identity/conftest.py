@@ -80,7 +80,7 @@ def write_reports(folder: Path, specs: Sequence[ReportSpec]) -> Path:
 def ingest_specs(tmp_path: Path) -> Callable[..., Path]:
     """Render specs to files and ingest them into ``tmp_path/identity.duckdb``; return the DB path."""
     def run(specs: Sequence[ReportSpec], db_name: str = "identity.duckdb") -> Path:
-        from dmarclens.pipeline import ingest_paths
+        from dmarclens.ingest.writer import ingest_paths
 
         folder = write_reports(tmp_path / f"reports-{db_name}", specs)
         db = tmp_path / db_name

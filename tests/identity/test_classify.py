@@ -7,8 +7,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dmarclens.core.errors import ConfigError
 from dmarclens.enrich import classify
-from dmarclens.errors import ConfigError
 from dmarclens.store.db import open_db
 from tests.identity.conftest import rec, report
 
@@ -76,7 +76,7 @@ RULES = {
 
 @pytest.fixture(scope="module")
 def classified(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dmarclens.pipeline import ingest_paths
+    from dmarclens.ingest.writer import ingest_paths
     from tests.identity.conftest import write_reports
 
     tmp = tmp_path_factory.mktemp("classify")

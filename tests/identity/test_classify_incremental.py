@@ -60,7 +60,7 @@ def _day(spec: ReportSpec, start: date = START) -> int:
 
 
 def _ingest(tmp: Path, db: Path, specs: Sequence[ReportSpec], name: str) -> None:
-    from dmarclens.pipeline import ingest_paths
+    from dmarclens.ingest.writer import ingest_paths
 
     folder = tmp / name
     folder.mkdir()
@@ -395,12 +395,13 @@ def test_could_imitate_never_rules_out_a_match(world: list[ReportSpec]) -> None:
 
 def test_identifiers_unlike_any_owned_domain_do_not_load_the_suffix_list() -> None:
     code = (
+        "from dmarclens.core import domains\n"
         "from dmarclens.enrich import lookalike as L\n"
         "ids = ['sendgrid.net', 'bounce.amazonses.com', 'mail198.atl121.mcsv.net', 'example.com', 'em.example.com']\n"
         "assert [L.lookalike_of(i, ['example.com']) for i in ids] == [None] * 5\n"
-        "print(L._psl.cache_info().currsize)\n"
+        "print(domains.public_suffix_list.cache_info().currsize)\n"
         "assert L.lookalike_of('examp1e.com', ['example.com']).technique == 'homoglyph'\n"
-        "print(L._psl.cache_info().currsize)\n"
+        "print(domains.public_suffix_list.cache_info().currsize)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "1"], out.stderr

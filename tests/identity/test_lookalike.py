@@ -7,7 +7,8 @@ import pytest
 
 from dmarclens.enrich.lookalike import find_lookalikes, lookalike_of, one_edit, skeleton
 from dmarclens.enrich.rdns import enrich_db
-from dmarclens.store import queries
+from dmarclens.query.filters import Filters
+from dmarclens.query.traffic import lookalikes
 from tests.identity.conftest import rec, report
 
 OWNED = ["example.com", "acme-corp.co.uk"]
@@ -86,5 +87,5 @@ def test_enrich_fills_the_lookalike_table(ingest_specs) -> None:  # type: ignore
             ("examp1e.com", "dkim_domain", "example.com", "homoglyph", 7, False),
             ("example-billing.com", "envelope_from", "example.com", "added_word", 3, False),
         ]
-        df = queries.lookalikes(con, queries.Filters(domains=("example.com",)))
+        df = lookalikes(con, Filters(domains=("example.com",)))
         assert df is not None and len(df) == 3

@@ -12,7 +12,7 @@ import pytest
 
 from dmarclens.enrich import posture as pm
 from dmarclens.enrich.rdns import enrich_db
-from dmarclens.store import queries
+from dmarclens.query.posture import posture, posture_dkim_selectors, posture_history, posture_spf_includes
 from tests.identity.conftest import rec, report
 
 SENDGRID_IP = "192.0.2.80"  # PTR under sendgrid.net: the SendGrid include is in use
@@ -90,17 +90,17 @@ def test_include_chain_p_none_and_shared_platforms(world) -> None:  # type: igno
     assert "DKIM selector gone._domainkey.example.com: missing" in text
 
     with duckdb.connect(str(db), read_only=True) as con:
-        latest = queries.posture(con, ("example.com",))
+        latest = posture(con, ("example.com",))
         assert latest is not None and latest.loc[0, "policy_strength"] == "monitor"
         assert latest.loc[0, "spf_lookups"] == 5 and latest.loc[0, "checked_at"] is not None
         check_id = int(latest.loc[0, "check_id"])
-        incs = queries.posture_spf_includes(con, (check_id,))
+        incs = posture_spf_includes(con, (check_id,))
         assert incs is not None
         unused = set(incs[incs["unused"].fillna(False).astype(bool)]["include"])
         assert unused == {"spf.protection.outlook.com", "_spf.google.com", "_netblocks.google.com"}
-        sel = queries.posture_dkim_selectors(con, (check_id,))
+        sel = posture_dkim_selectors(con, (check_id,))
         assert sel is not None and set(sel["selector"]) == {"s1", "old", "gone"}
-        hist = queries.posture_history(con, "example.com")
+        hist = posture_history(con, "example.com")
         assert hist is not None and len(hist) == 1
 
 

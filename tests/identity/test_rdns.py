@@ -11,8 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dmarclens.core.errors import ConfigError
 from dmarclens.enrich.rdns import EnrichOptions, enrich_db, parse_nameserver, resolve_many, service_for
-from dmarclens.errors import ConfigError
 from tests.identity.conftest import rec, report
 
 HIT_V4 = "192.0.2.10"  # PTR o1.ptr4242.sendgrid.net, forward-confirmed

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from dmarclens import parallel
+from dmarclens.core.models import RawItem
 from dmarclens.generator import Attachment, big_report_xml
-from dmarclens.models import RawItem
-from dmarclens.pipeline import ingest_paths, parse_raw
+from dmarclens.ingest import pool
+from dmarclens.ingest.parsed import parse_raw
+from dmarclens.ingest.writer import ingest_paths
 from tests.hostile.cases import zip_of
 from tests.imap.helpers import WHEN, query, run_fetch
 from tests.servers.plugin import ImapAccount
@@ -48,7 +49,7 @@ def test_big_gzip_and_zip_reports_by_mail_are_stored_as_from_files(imap_account:
                                                                    tmp_path: Path) -> None:
     gz_xml = big_report_xml(7_000, 2_000, seed=31)
     zip_xml = big_report_xml(7_000, 2_000, seed=32)
-    assert len(gz_xml) > parallel.BIG_ITEM_BYTES and len(zip_xml) > parallel.BIG_ITEM_BYTES
+    assert len(gz_xml) > pool.BIG_ITEM_BYTES and len(zip_xml) > pool.BIG_ITEM_BYTES
     gz = gzip.compress(gz_xml)
     server, user, _ = imap_account
     server.append(user, "INBOX", _mail("big-gz", Attachment("google.com!example.com!big.xml.gz", gz)))
@@ -82,22 +83,22 @@ def test_a_big_item_is_parsed_apart_only_while_no_other_thread_runs(tmp_path: Pa
     another thread holds, so big items are then parsed in-process."""
     raw = RawItem(data=gzip.compress(big_report_xml(7_000, 2_000, seed=33)), origin="imap://x", name="a.xml.gz")
     calls: list[str] = []
-    monkeypatch.setattr(parallel, "_isolated", lambda r, **k: calls.append("child") or parse_raw(r))
+    monkeypatch.setattr(pool, "_isolated", lambda r, **k: calls.append("child") or parse_raw(r))
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
     other.start()
     try:
-        (parsed,) = parallel.parse_apart([raw], spill_dir=str(tmp_path))
+        (parsed,) = pool.parse_apart([raw], spill_dir=str(tmp_path))
     finally:
         stop.set()
         other.join()
     assert calls == [] and parsed.error is None and len(parsed.item.report.records) == 7_000
     # Alone, the same item goes to a child (in a fresh process: this one may run pytest's threads).
-    code = ("import gzip, sys; from dmarclens import parallel; from dmarclens.models import RawItem; "
-            "from dmarclens.generator import big_report_xml; calls = []; real = parallel._isolated; "
-            "parallel._isolated = lambda r, **k: calls.append(1) or real(r, **k); "
+    code = ("import gzip, sys; from dmarclens.ingest import pool; from dmarclens.core.models import RawItem; "
+            "from dmarclens.generator import big_report_xml; calls = []; real = pool._isolated; "
+            "pool._isolated = lambda r, **k: calls.append(1) or real(r, **k); "
             "raw = RawItem(data=gzip.compress(big_report_xml(7_000, 2_000, seed=33)), origin='imap://x'); "
-            "(p,) = parallel.parse_apart([raw], spill_dir=sys.argv[1]); "
+            "(p,) = pool.parse_apart([raw], spill_dir=sys.argv[1]); "
             "print(len(calls), p.error, len(p.item.report.records))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "None", "7000"], out.stderr

@@ -1,7 +1,7 @@
 """Exactly once under faults: the fetch process or the IMAP server dies at a chosen point, and the
 totals after a re-run equal a clean run's: no report missing, none doubled, no message left behind.
 
-The points are chosen with ``DMARCLENS_FAILPOINT`` (see dmarclens/fetch.py): ``kill`` SIGKILLs the
+The points are chosen with ``DMARCLENS_FAILPOINT`` (see dmarclens/ingest/mailbox.py): ``kill`` SIGKILLs the
 fetch process right there; ``stop`` freezes it (SIGSTOP) so the test can kill or rewire the server
 and then let it continue (SIGCONT).
 """

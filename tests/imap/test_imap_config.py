@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dmarclens.errors import ConfigError
-from dmarclens.imap_config import load_imap_settings, resolve_credentials
+from dmarclens.core.errors import ConfigError
+from dmarclens.sources.imap.settings import load_imap_settings, resolve_credentials
 
 RAW = {
     "imap": {"host": "imap.example.com", "user": "dmarc@example.com", "batch_size": 50, "tls": "starttls"},

@@ -1,5 +1,5 @@
 """Big files are parsed through a read-only map, a window at a time, and their
-record batches cross to the writer as files (dmarclens.bigfile, dmarclens.spill).
+record batches cross to the writer as files (dmarclens.core.bigfile, dmarclens.core.spill).
 
 Asserted: every helper answers on a mapped file what the bytes method answers,
 whatever the window size and wherever a pattern falls across windows; every
@@ -27,18 +27,24 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dmarclens import bigfile, fastparse, parallel
-from dmarclens.errors import ReportParseError
+from dmarclens.core import arrow, bigfile, records
+from dmarclens.core.errors import ReportParseError
+from dmarclens.core.payload import decompress
+from dmarclens.core.spill import SpilledBatches
 from dmarclens.generator import big_report_xml
-from dmarclens.parse import _DRAFT_RE, _EMPTY_REASON_RE, _RECORD_RE, decompress
-from dmarclens.pipeline import Parsed, ingest_paths, parse_raw
+from dmarclens.ingest import pool
+from dmarclens.ingest.parsed import Parsed, parse_raw
+from dmarclens.ingest.writer import ingest_paths
+from dmarclens.parse import fast as fast_path
+from dmarclens.parse import stream
+from dmarclens.parse.formats import _DRAFT_RE, _EMPTY_REASON_RE
+from dmarclens.parse.guards import _RECORD_RE
 from dmarclens.sources.files import iter_file
-from dmarclens.spill import SpilledBatches
 from dmarclens.store import db as dbmod
 from tests.hostile.cases import CASES, good_inputs, zip_of
 from tests.imap.helpers import query
 
-_ATTRIBUTE = fastparse._ATTRIBUTE
+_ATTRIBUTE = stream._ATTRIBUTE
 
 
 def _mapped(path: Path) -> bigfile.mmap.mmap:
@@ -151,8 +157,8 @@ def test_every_file_parses_the_same_mapped_as_in_memory(tmp_path: Path, monkeypa
     bytes give."""
     monkeypatch.setattr(bigfile, "MAP_MIN_BYTES", 0)
     monkeypatch.setattr(bigfile, "WINDOW", 4096)
-    before = fastparse.split_processes()
-    fastparse.set_split_processes(1)
+    before = fast_path.split_processes()
+    fast_path.set_split_processes(1)
     mapped_count = 0
     try:
         for name, data in _file_cases(tmp_path).items():
@@ -164,7 +170,7 @@ def test_every_file_parses_the_same_mapped_as_in_memory(tmp_path: Path, monkeypa
             mapped_count += sum(bigfile.is_mapped(r.data) for r in raws)
             assert [_outcome(parse_raw(raw)) for raw in raws] == in_memory, name
     finally:
-        fastparse.set_split_processes(before)
+        fast_path.set_split_processes(before)
     assert mapped_count >= 30  # the bare files really went through the map
 
 
@@ -213,8 +219,8 @@ def test_a_file_truncated_under_its_map_is_read_again_and_rejected(tmp_path: Pat
     (raw,) = iter_file(path, map_big=True)
     assert bigfile.is_mapped(raw.data)
     os.truncate(path, path.stat().st_size // 2)
-    with caplog.at_level(logging.WARNING, logger="dmarclens.parallel"):
-        parsed = parallel._isolated(raw, spill_dir=str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="dmarclens.ingest.pool"):
+        parsed = pool._isolated(raw, spill_dir=str(tmp_path))
     assert "the parsing process died (exit -7)" in caplog.text  # SIGBUS
     assert parsed.error is not None and "truncated XML" in parsed.error
     assert parsed.size_bytes == path.stat().st_size
@@ -231,8 +237,8 @@ def test_an_inflated_zip_member_whose_child_dies_is_parsed_from_its_map(
     path.write_bytes(zip_of({"a.xml": big_report_xml(3_000, 900, seed=19)}))
     (raw,) = iter_file(path, map_big=True, inflate_dir=str(tmp_path))
     assert bigfile.is_mapped(raw.data) and raw.data.path is None
-    monkeypatch.setattr(parallel, "_isolated_child", lambda box, sender, spill=None: os._exit(9))
-    died = parallel._isolated(raw, spill_dir=str(tmp_path))
+    monkeypatch.setattr(pool, "_isolated_child", lambda box, sender, spill=None: os._exit(9))
+    died = pool._isolated(raw, spill_dir=str(tmp_path))
     (in_memory,) = [parse_raw(r) for r in iter_file(path)]
     assert _outcome(died) == _outcome(in_memory)
     assert died.error is None and died.size_bytes == len(big_report_xml(3_000, 900, seed=19))
@@ -256,13 +262,13 @@ def test_a_file_that_cannot_be_mapped_is_read(tmp_path: Path, monkeypatch: pytes
 def test_stale_spill_directories_of_dead_writers_are_swept(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    stale = tmp_path / f"{parallel.SPILL_PREFIX}{dead}-abc"
-    live = tmp_path / f"{parallel.SPILL_PREFIX}1-abc"  # pid 1 is alive
-    mine = tmp_path / f"{parallel.SPILL_PREFIX}{os.getpid()}-abc"
+    stale = tmp_path / f"{pool.SPILL_PREFIX}{dead}-abc"
+    live = tmp_path / f"{pool.SPILL_PREFIX}1-abc"  # pid 1 is alive
+    mine = tmp_path / f"{pool.SPILL_PREFIX}{os.getpid()}-abc"
     for d in (stale, live, mine):
         d.mkdir()
         (d / "x.arrow").write_bytes(b"x")
-    parallel._sweep_spill_dirs(str(tmp_path))
+    pool._sweep_spill_dirs(str(tmp_path))
     assert not stale.exists() and live.exists() and mine.exists()
 
 
@@ -294,7 +300,7 @@ def test_a_commit_never_runs_under_the_write_bound(tmp_path: Path) -> None:
 
 
 def test_spilled_batches_pickle_as_paths_and_vanish_when_adopted(tmp_path: Path) -> None:
-    pa = fastparse.import_pyarrow()
+    pa = arrow.import_pyarrow()
     batches = [pa.record_batch({"n": pa.array(range(i, i + 5), pa.int64())}) for i in (0, 5, 10)]
     spilled = SpilledBatches(str(tmp_path))
     for b in batches[:2]:
@@ -323,9 +329,9 @@ def _records(db: Path) -> list[tuple]:
 def test_a_big_report_is_stored_through_map_and_spill_as_one_process_stores_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bigfile, "MAP_MIN_BYTES", 64 * 1024)
-    monkeypatch.setattr(parallel, "BIG_ITEM_BYTES", 64 * 1024)
-    monkeypatch.setattr(fastparse, "SPLIT_MIN_BYTES", 0)
-    monkeypatch.setattr(fastparse, "CHUNK_ROWS", 500)  # several spilled batches per part
+    monkeypatch.setattr(pool, "BIG_ITEM_BYTES", 64 * 1024)
+    monkeypatch.setattr(fast_path, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(records, "CHUNK_ROWS", 500)  # several spilled batches per part
     src = tmp_path / "in"
     src.mkdir()
     (src / "big.xml").write_bytes(big_report_xml(6_000, 2_000, seed=14))
@@ -334,16 +340,16 @@ def test_a_big_report_is_stored_through_map_and_spill_as_one_process_stores_it(
     (src / "big.xml.gz").write_bytes(gzip.compress(big_report_xml(6_000, 2_000, seed=17)))
     (src / "big.zip").write_bytes(zip_of({"report.xml": big_report_xml(6_000, 2_000, seed=18)}))
     seen: list[bool] = []
-    real = parallel._isolated_in
+    real = pool._isolated_in
 
     def spy(ctx, raw, on_wait, spill):  # noqa: ANN001 - records that the map and a spill directory were used
         gz = raw.data[:2] == b"\x1f\x8b"  # inflated by the child, into the spill directory
         seen.append((bigfile.is_mapped(raw.data) or gz) and spill is not None and os.path.isdir(spill))
         return real(ctx, raw, on_wait, spill)
 
-    monkeypatch.setattr(parallel, "_isolated_in", spy)
+    monkeypatch.setattr(pool, "_isolated_in", spy)
     split = ingest_paths([src], tmp_path / "split.duckdb", workers=2)
-    monkeypatch.setattr(parallel, "_isolated_in", real)
+    monkeypatch.setattr(pool, "_isolated_in", real)
     one = ingest_paths([src], tmp_path / "one.duckdb", workers=1)
     assert seen == [True, True, True]
     assert split.stored == one.stored == 3 and split.records == one.records == 18_000

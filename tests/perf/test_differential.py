@@ -19,11 +19,16 @@ from typing import Any
 
 import pytest
 
-from dmarclens import fastparse, parse
-from dmarclens.errors import ReportParseError
-from dmarclens.fastparse import ColumnarRecords, FastPathDeclined
+from dmarclens.core.errors import ReportParseError
+from dmarclens.core.models import Report
+from dmarclens.core.payload import decompress
+from dmarclens.core.records import ColumnarRecords
 from dmarclens.generator import FORMATS, Quirks, build_world, render_report
-from dmarclens.models import Report
+from dmarclens.parse import fast as fast_path
+from dmarclens.parse.formats import prepare_aggregate_xml, sniff
+from dmarclens.parse.reference import parse_aggregate_xml
+from dmarclens.parse.report import parse_aggregate, to_utf8
+from dmarclens.parse.stream import FastPathDeclined
 from dmarclens.sources.files import iter_paths
 from tests.conftest import SAMPLES
 from tests.perf.data import DAY0, render, report_spec
@@ -53,12 +58,12 @@ def compare(xml: bytes, *, fallback_org: str | None = None, chunk_rows: int = 7)
     short reports cross Arrow chunk boundaries.
     """
     try:
-        reference: Report | ReportParseError = parse.parse_aggregate_xml(xml, fallback_org=fallback_org)
+        reference: Report | ReportParseError = parse_aggregate_xml(xml, fallback_org=fallback_org)
     except ReportParseError as e:
         reference = e
-    prepared = parse.prepare_aggregate_xml(xml, fallback_org=fallback_org)
+    prepared = prepare_aggregate_xml(xml, fallback_org=fallback_org)
     try:
-        fast = fastparse.parse_aggregate_fast(prepared, chunk_rows=chunk_rows)
+        fast = fast_path.parse_aggregate_fast(prepared, chunk_rows=chunk_rows)
     except FastPathDeclined as e:
         return f"declined: {e}"
     assert not isinstance(reference, Exception), f"parsedmarc rejects what the fast path accepted: {reference}"
@@ -79,8 +84,8 @@ def test_every_sample_report_parses_identically() -> None:
     for raw in iter_paths([SAMPLES]):
         if raw.problem or raw.kind_hint or not raw.data:
             continue
-        payload = parse.to_utf8(parse.decompress(raw.data))
-        if parse.sniff(payload) != "xml":
+        payload = to_utf8(decompress(raw.data))
+        if sniff(payload) != "xml":
             continue
         result = compare(payload, fallback_org=raw.mail_from_domain)
         outcomes[result.split(":")[0]] += 1
@@ -314,21 +319,21 @@ def test_edge_case(name: str) -> None:
 
 def test_the_fast_path_flags_records_that_need_repair() -> None:
     """Counts and strings the store must vet are noted while parsing."""
-    clean = fastparse.parse_aggregate_fast(render(report_spec(20)))
+    clean = fast_path.parse_aggregate_fast(render(report_spec(20)))
     assert clean.records.needs_repair(max_count=1_000_000, unsafe=re.compile("[\u200b]")) is False
-    odd = fastparse.parse_aggregate_fast(EDGES["zero-width space in a domain"](BASE).encode())
+    odd = fast_path.parse_aggregate_fast(EDGES["zero-width space in a domain"](BASE).encode())
     assert odd.records.needs_repair(max_count=1_000_000, unsafe=re.compile("[\u200b]")) is True
-    big = fastparse.parse_aggregate_fast(EDGES["huge count"](BASE).encode())
+    big = fast_path.parse_aggregate_fast(EDGES["huge count"](BASE).encode())
     assert big.records.needs_repair(max_count=1_000_000, unsafe=re.compile("[\u200b]")) is True
 
 
 def test_ingest_falls_back_to_parsedmarc_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     xml = EDGES["comment inside a value"](BASE).encode()
-    with caplog.at_level("INFO", logger="dmarclens.parse"):
-        report = parse.parse_aggregate(xml)
+    with caplog.at_level("INFO", logger="dmarclens.parse.report"):
+        report = parse_aggregate(xml)
     assert report.parser == "parsedmarc"
     assert "fast parser declined" in caplog.text
-    assert parse.parse_aggregate(BASE.encode()).parser == "fast"
+    assert parse_aggregate(BASE.encode()).parser == "fast"
 
 
 @pytest.mark.parametrize(
@@ -343,21 +348,21 @@ def test_ingest_falls_back_to_parsedmarc_and_says_so(caplog: pytest.LogCaptureFi
 def test_a_report_split_across_processes(monkeypatch: pytest.MonkeyPatch, edit: Any, expect_parts: int) -> None:
     """A big report is cut into parts parsed by forked processes; the result
     is the same as one piece, and a report that cannot be cut still parses."""
-    monkeypatch.setattr(fastparse, "SPLIT_MIN_BYTES", 0)
-    fastparse.set_split_processes(3)
+    monkeypatch.setattr(fast_path, "SPLIT_MIN_BYTES", 0)
+    fast_path.set_split_processes(3)
     parts: list[int] = []
-    real = fastparse._assemble
+    real = fast_path._assemble
 
     def counting(ps: list[Any], *a: Any) -> Any:
         report = real(ps, *a)
         parts.append(len(ps))
         return report
 
-    monkeypatch.setattr(fastparse, "_assemble", counting)
+    monkeypatch.setattr(fast_path, "_assemble", counting)
     try:
         text = render(report_spec(1500, span=3 * 86400 + 4000)).decode()
         xml = (edit(text) if edit else text).encode()
         assert compare(xml, chunk_rows=400) == "fast"
     finally:
-        fastparse.set_split_processes(None)
+        fast_path.set_split_processes(None)
     assert parts == [expect_parts]

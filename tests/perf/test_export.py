@@ -9,8 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from dmarclens.export import MANIFEST, export_parquet, lake_glob
-from dmarclens.pipeline import ingest_paths
+from dmarclens.ingest.writer import ingest_paths
+from dmarclens.query.export import MANIFEST, export_parquet, lake_glob
 from tests.conftest import run_cli
 from tests.perf.data import DAY0, render, report_spec
 

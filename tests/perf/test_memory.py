@@ -19,7 +19,7 @@ from dmarclens.generator import big_report_xml, many_small_reports
 _MEASURE = textwrap.dedent("""
     import json, resource, subprocess, sys
     code = (
-        "import json, sys; from pathlib import Path; from dmarclens.pipeline import ingest_paths; "
+        "import json, sys; from pathlib import Path; from dmarclens.ingest.writer import ingest_paths; "
         "s = ingest_paths([Path(p) for p in sys.argv[3:]], Path(sys.argv[1]), workers=int(sys.argv[2])); "
         "print(json.dumps(s.to_json()))"
     )

@@ -9,9 +9,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from dmarclens import parallel
 from dmarclens.generator import many_small_reports
-from dmarclens.pipeline import ingest_paths
+from dmarclens.ingest import pool
+from dmarclens.ingest.writer import ingest_paths
 from dmarclens.sources.files import iter_paths
 from tests.perf.data import DAY0, render, report_spec
 
@@ -50,13 +50,13 @@ def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
 def test_pool_and_single_process_store_the_same(inbox: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     pooled: list[int] = []
-    real = parallel._pooled
+    real = pool._pooled
 
     def spy(items: Any, workers: int, ahead: int = 0) -> Any:
         pooled.append(workers)
         return real(items, workers, ahead)
 
-    monkeypatch.setattr(parallel, "_pooled", spy)
+    monkeypatch.setattr(pool, "_pooled", spy)
     one = ingest_paths([inbox], tmp_path / "one.duckdb", workers=1)
     two = ingest_paths([inbox], tmp_path / "two.duckdb", workers=2)
     assert pooled == [2]  # the pool really ran for the second ingest only
@@ -73,8 +73,8 @@ def test_pool_and_single_process_store_the_same(inbox: Path, tmp_path: Path,
 
 def test_results_come_back_in_input_order(inbox: Path) -> None:
     raws = list(iter_paths([inbox]))
-    assert len(raws) >= parallel.POOL_MIN_ITEMS
-    order = [(p.raw.origin, p.raw.member) for p in parallel.parse_all(raws, workers=2)]
+    assert len(raws) >= pool.POOL_MIN_ITEMS
+    order = [(p.raw.origin, p.raw.member) for p in pool.parse_all(raws, workers=2)]
     assert order == [(r.origin, r.member) for r in raws]
 
 
@@ -82,10 +82,10 @@ def test_short_inputs_do_not_start_a_pool(inbox: Path, monkeypatch: pytest.Monke
     def no_pool(items: Any, workers: int) -> Any:
         raise AssertionError("pool started for a short input")
 
-    monkeypatch.setattr(parallel, "_pooled", no_pool)
-    raws = list(iter_paths([inbox]))[: parallel.POOL_MIN_ITEMS - 1]
-    assert len(list(parallel.parse_all(raws, workers=2))) == len(raws)
-    assert parallel.resolve_workers(0) >= 1 and parallel.resolve_workers(3) == 3
+    monkeypatch.setattr(pool, "_pooled", no_pool)
+    raws = list(iter_paths([inbox]))[: pool.POOL_MIN_ITEMS - 1]
+    assert len(list(pool.parse_all(raws, workers=2))) == len(raws)
+    assert pool.resolve_workers(0) >= 1 and pool.resolve_workers(3) == 3
 
 
 def test_big_reports_parsed_in_split_processes_store_what_one_process_stores(
@@ -99,7 +99,7 @@ def test_big_reports_parsed_in_split_processes_store_what_one_process_stores(
     import gzip
     import hashlib
 
-    from dmarclens import fastparse
+    from dmarclens.parse import fast as fast_path
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -110,23 +110,23 @@ def test_big_reports_parsed_in_split_processes_store_what_one_process_stores(
 
     big = min((folder / "a-big.xml").stat().st_size, (folder / "c-big.xml.gz").stat().st_size)
     assert (folder / "b-small.xml").stat().st_size < big
-    monkeypatch.setattr(parallel, "BIG_ITEM_BYTES", big)
-    monkeypatch.setattr(parallel, "FACTS_SPLIT_MIN", 10)
-    monkeypatch.setattr(fastparse, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(pool, "BIG_ITEM_BYTES", big)
+    monkeypatch.setattr(pool, "FACTS_SPLIT_MIN", 10)
+    monkeypatch.setattr(fast_path, "SPLIT_MIN_BYTES", 0)
     log = tmp_path / "parts.log"  # _assemble runs in the child process
-    real = fastparse._assemble
+    real = fast_path._assemble
 
     def counting(ps: list[Any], *a: Any) -> Any:
         with log.open("a") as fh:
             fh.write(f"{sum(p.extra is not None for p in ps)}\n")
         return real(ps, *a)
 
-    monkeypatch.setattr(fastparse, "_assemble", counting)
-    fastparse.set_split_processes(2)
+    monkeypatch.setattr(fast_path, "_assemble", counting)
+    fast_path.set_split_processes(2)
     try:
         two = ingest_paths([folder], tmp_path / "two.duckdb", workers=2)
     finally:
-        fastparse.set_split_processes(None)
+        fast_path.set_split_processes(None)
     assert log.read_text().split().count("2") == 2  # both big reports were split, and each part looked up its own IPs
     assert one.to_json() | {"run_id": "", "seconds": 0} == two.to_json() | {"run_id": "", "seconds": 0}
     assert dump(tmp_path / "one.duckdb") == dump(tmp_path / "two.duckdb")
@@ -147,7 +147,7 @@ def test_a_worker_that_dies_has_its_chunks_parsed_in_process(inbox: Path, tmp_pa
     import os
 
     parent = os.getpid()
-    real = parallel._parse_chunk
+    real = pool._parse_chunk
     victim = sorted(p.name for p in inbox.iterdir())[100]
 
     def crashing(chunk: list[Any]) -> Any:
@@ -155,7 +155,7 @@ def test_a_worker_that_dies_has_its_chunks_parsed_in_process(inbox: Path, tmp_pa
             os._exit(9)
         return real(chunk)
 
-    monkeypatch.setattr(parallel, "_parse_chunk", crashing)
+    monkeypatch.setattr(pool, "_parse_chunk", crashing)
     one = ingest_paths([inbox], tmp_path / "one.duckdb", workers=1)
     two = ingest_paths([inbox], tmp_path / "two.duckdb", workers=2)
     assert any("parsing process died" in r.getMessage() for r in caplog.records)
@@ -168,7 +168,7 @@ def test_a_big_mbox_in_a_pooled_folder_is_read_by_the_writer_and_spread(
     """Workers read small files themselves, but a file of BIG_ITEM_BYTES or
     more (here an mbox) is read by the writer so its messages spread over
     many tasks instead of one worker holding all of their results."""
-    from dmarclens.models import RawItem
+    from dmarclens.core.models import RawItem
     from dmarclens.sources.files import FileTask, iter_path_tasks
 
     folder = tmp_path / "mix"
@@ -177,9 +177,9 @@ def test_a_big_mbox_in_a_pooled_folder_is_read_by_the_writer_and_spread(
     shutil.copy(Path(__file__).resolve().parents[2] / "sample_reports" / "mbox" / "google.com.mbox", mbox)
     size = mbox.stat().st_size
     assert all(p.stat().st_size < size for p in folder.iterdir() if p != mbox)
-    monkeypatch.setattr(parallel, "BIG_ITEM_BYTES", size)
+    monkeypatch.setattr(pool, "BIG_ITEM_BYTES", size)
 
-    items = list(parallel._open_big_files(iter_path_tasks([folder])))
+    items = list(pool._open_big_files(iter_path_tasks([folder])))
     from_mbox = [i for i in items if isinstance(i, RawItem) and i.origin == str(mbox)]
     assert len(from_mbox) > 1 and all(i.data for i in from_mbox)
     assert all(isinstance(i, FileTask) for i in items if i not in from_mbox)

@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from dmarclens.pipeline import ingest_paths
+from dmarclens.ingest.writer import ingest_paths
 from tests.perf.data import DAY0, render, report_spec
 
 
@@ -64,7 +64,8 @@ def test_importing_the_ingest_path_loads_neither_duckdb_nor_pyarrow() -> None:
     """A big report is handed to a forked child right after start-up; DuckDB
     and pyarrow are loaded while it parses, not before (the child never needs
     DuckDB, and loads pyarrow without NumPy)."""
-    code = ("import sys; import dmarclens.cli, dmarclens.pipeline, dmarclens.parallel, dmarclens.sources.files; "
+    code = ("import sys; import dmarclens.cli, dmarclens.cli.ingest, dmarclens.ingest.writer, dmarclens.ingest.pool, "
+            "dmarclens.sources.files; "
             "print(sorted(m for m in ('duckdb', 'pyarrow', 'numpy', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -76,12 +77,12 @@ def test_run_keeps_the_database_open_between_batches_only_for_a_while(
     """Back-to-back batches reuse one connection (no catalog read and close
     per batch) for at most HOLD_SECONDS; after that, and after the run, the
     file is closed so other processes get in."""
-    from dmarclens import pipeline
+    from dmarclens.ingest import writer
     from dmarclens.sources.files import iter_paths
 
-    monkeypatch.setattr(pipeline, "HOLD_SECONDS", hold)
+    monkeypatch.setattr(writer, "HOLD_SECONDS", hold)
     raws = list(iter_paths([inbox]))
-    ingestor = pipeline.Ingestor(db_path=tmp_path / "z.duckdb", batch_items=1)
+    ingestor = writer.Ingestor(db_path=tmp_path / "z.duckdb", batch_items=1)
     open_between: list[bool] = []
 
     def items() -> Any:

@@ -1,7 +1,7 @@
 """Free-port and readiness helpers shared by every real-server fixture.
 
 Why this exists: each fixture starts a real server on 127.0.0.1, and other
-engineers' test runs share the machine, so fixed ports would collide. We ask
+test runs may share the machine, so fixed ports would collide. We ask
 the kernel for a free port (bind to port 0) and hand that number to the
 server. There is a small window in which another process could grab the port;
 servers that can fail that way (Dovecot) retry with fresh ports.

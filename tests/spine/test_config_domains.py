@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from dmarclens.generator.xmlgen import render_report
-from dmarclens.store import queries
+from dmarclens.query.filters import Filters
+from dmarclens.query.reports import report_list
+from dmarclens.query.traffic import domains
 from dmarclens.store.db import connect
 from tests.conftest import run_cli
 from tests.spine.conftest import make_spec
@@ -22,9 +24,9 @@ def test_config_domains_hide_reports_about_other_domains(tmp_path: Path) -> None
     assert res.returncode == 0, res.stderr
     con = connect(db, read_only=True)
     try:
-        assert queries.domains(con) == ["example.com"]
+        assert domains(con) == ["example.com"]
         assert con.execute("SELECT DISTINCT domain FROM v_daily").fetchall() == [("example.com",)]
         assert con.execute("SELECT count(*) FROM reports").fetchone() == (2,)  # kept, for inspection
-        assert len(queries.report_list(con, queries.Filters())) == 1
+        assert len(report_list(con, Filters())) == 1
     finally:
         con.close()
