@@ -1,5 +1,5 @@
 """Property tests for the parser entry points: whatever the bytes, ``parse_payload``
-raises nothing but ReportParseError, ``pipeline.parse_raw`` raises nothing at
+raises nothing but ReportParseError, ``ingest.parsed.parse_raw`` raises nothing at
 all, and every report that does come out satisfies the stored-data invariants
 (counts in range, no control characters, a sane interval).
 
