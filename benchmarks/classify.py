@@ -48,7 +48,7 @@ t0 = time.perf_counter()
 summary = ingest_paths(inputs, db)
 t1 = time.perf_counter()
 with open_db(db) as con:
-    classify_hook(settings)(con)
+    classify_hook(settings, lambda message: print(message, file=sys.stderr))(con)
 t2 = time.perf_counter()
 print(f"{summary.records} {t1 - t0:.3f} {t2 - t1:.3f} {'pandas' in sys.modules}")
 """

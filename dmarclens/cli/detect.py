@@ -140,16 +140,18 @@ def ack(ids: tuple[str, ...], db: str | None, config: str | None, note: str | No
       dmarclens ack 3f9c 51d0
     """
     from dmarclens.core.config import load_settings
-    from dmarclens.query.anomalies import acknowledge
+    from dmarclens.detect.run import load_anomalies
+    from dmarclens.query.anomalies import acknowledge, id_prefix
     from dmarclens.store.db import connect
 
     settings = run_guarded(load_settings, config=config, db=db)
     if not settings.db.exists():
         fail(f"database {settings.db}: not found")
     for anomaly_id in ids:
+        run_guarded(id_prefix, anomaly_id)  # a usage error before the database is opened
         con = run_guarded(connect, settings.db, lock_timeout=settings.lock_timeout)
         try:
-            a = run_guarded(acknowledge, con, anomaly_id, note=note)
+            a = load_anomalies(con, ids=[run_guarded(acknowledge, con, anomaly_id, note=note)])[0]
         finally:
             con.close()
         click.echo(f"acknowledged {a.id}: {a.kind} for {a.domain} ({', '.join(f'{k}={v}' for k, v in a.identity.items())})")

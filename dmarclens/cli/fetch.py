@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from dmarclens.cli.common import config_option, db_option, fail, run_guarded
+from dmarclens.cli.common import config_option, configure_security, db_option, fail, run_guarded, warn
 
 
 class _FetchProgress:
@@ -123,8 +123,6 @@ def fetch(
         "since": since.date() if since else None, "oauth2_token_command": oauth2_token_command,
     }
     mailboxes = run_guarded(load_imap_settings, settings.raw, cli_values, mailbox=mailbox)
-    from dmarclens.cli.common import configure_security
-
     configure_security(settings)
     if password_file is not None and not Path(password_file).is_file():
         fail(f"password file {password_file} not found", 2)
@@ -139,7 +137,7 @@ def fetch(
         password_file=Path(password_file) if password_file else None, on_batch=progress,
         # Traffic classes after every run that stored something, on the
         # connection it committed with (in --watch: after every wake-up).
-        after_commit=None if dry_run else classify_hook(settings),
+        after_commit=None if dry_run else classify_hook(settings, warn),
     )
     result = run_guarded(run_fetch, mailboxes, options, watch_mode=watch)
     progress.done()

@@ -10,7 +10,6 @@ ingest's, and the next run classifies the rows left over.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,21 +20,15 @@ if TYPE_CHECKING:
 
     from dmarclens.core.config import Settings
 
-log = logging.getLogger(__name__)
 
-
-def _log_warning(message: str) -> None:
-    log.warning("warning: %s", message)
-
-
-def classify_hook(settings: Settings, warn: Callable[[str], None] = _log_warning
-                  ) -> Callable[[duckdb.DuckDBPyConnection], None]:
+def classify_hook(settings: Settings, warn: Callable[[str], None]) -> Callable[[duckdb.DuckDBPyConnection], None]:
     """Classification as an ``Ingestor.after_commit`` hook.
 
     Incremental (only the rows the new records can change; docs/identity.md),
     one transaction, bounded in memory like the ingest's writes (a first full
     pass over a big database gets more: ``store.db.bounded``). ``warn`` gets
-    the one line saying why classes were not updated.
+    the one line saying why classes were not updated; the CLI prints it even
+    under ``-q``, since the run's result stands but a person should know.
     """
     def hook(con: duckdb.DuckDBPyConnection) -> None:
         # Imported here: the ingest forks its big-report child before this runs.

@@ -11,8 +11,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from dmarclens.core.errors import ConfigError
-from dmarclens.detect.model import RANK, Anomaly
-from dmarclens.detect.run import load_anomalies
+from dmarclens.detect.model import RANK
 from dmarclens.query.filters import Filters, frame, pd_date
 from dmarclens.store.db import transaction
 from dmarclens.store.sql import SERVICE_EXPR, columns_of, has_table, range_expr
@@ -187,9 +186,18 @@ def identity_baseline(
         con.unregister("_identity_series")
 
 
+def id_prefix(anomaly_id: str) -> str:
+    """The id as ``acknowledge`` matches it; a ``ConfigError`` (a usage error) when it is
+    too short to be meant for one anomaly. Checked before the database is opened."""
+    key = anomaly_id.strip().lower()
+    if len(key) < 4:
+        raise ConfigError("give at least 4 characters of the anomaly id")
+    return key
+
+
 def acknowledge(con: duckdb.DuckDBPyConnection, anomaly_id: str, *, note: str | None = None,
-                by: str | None = None) -> Anomaly:
-    """Acknowledge one anomaly, in one short transaction; later repeats of it stay quiet.
+                by: str | None = None) -> str:
+    """Acknowledge one anomaly, in one short transaction; return its full id.
 
     The one write behind ``dmarclens ack`` and the dashboard's Acknowledge
     button. A unique prefix of the id (4 characters or more) is enough. The
@@ -197,14 +205,11 @@ def acknowledge(con: duckdb.DuckDBPyConnection, anomaly_id: str, *, note: str | 
     of the same finding are suppressed (see v_anomalies). ``by`` defaults to
     ``user@host``. Raises ``ConfigError`` when no anomaly or several match.
     """
-    key = anomaly_id.strip().lower()
-    if len(key) < 4:
-        raise ConfigError("give at least 4 characters of the anomaly id")
+    key = id_prefix(anomaly_id)
     with transaction(con):
         rows = con.execute(
-            "SELECT anomaly_id, kind, domain, identity_key, severity_rank FROM anomalies "
-            "WHERE starts_with(anomaly_id, ?)",
-            [key],
+            "SELECT anomaly_id, kind, domain, identity_key, severity_rank FROM anomalies WHERE anomaly_id LIKE ?",
+            [key + "%"],
         ).fetchall()
         if not rows:
             raise ConfigError(f"no anomaly with id {anomaly_id!r} (see dmarclens detect)")
@@ -216,7 +221,7 @@ def acknowledge(con: duckdb.DuckDBPyConnection, anomaly_id: str, *, note: str | 
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [aid, kind, domain, ikey, rank, now_utc(), by or whoami(), note],
         )
-    return load_anomalies(con, ids=[aid])[0]
+    return str(aid)
 
 
 def whoami() -> str:

@@ -90,6 +90,27 @@ def test_ack_of_unknown_or_ambiguous_id_is_a_usage_error(cli_db) -> None:  # typ
     assert r.returncode == 2
 
 
+def test_ack_with_a_too_short_id_is_a_usage_error_before_the_database_is_opened(
+        cli_db, world_copy: Path) -> None:  # type: ignore[no-untyped-def]
+    holder = duckdb.connect(str(world_copy))  # another process's writer would lock the file the same way
+    try:
+        r = cli_db("ack", "abc", env={"DMARCLENS_LOCK_TIMEOUT": "1"})
+    finally:
+        holder.close()
+    assert r.returncode == 2 and "at least 4 characters" in r.stderr, r.stderr
+
+
+def test_ack_takes_an_id_prefix_as_the_cli_always_has(detected: Detected, cli_db) -> None:  # type: ignore[no-untyped-def]
+    """A prefix is matched with LIKE (``_`` stands for any one character), as before the
+    acknowledgement moved to the query layer."""
+    ids = [a.id for a in detected.anomalies]
+    k = next(k for k in range(3, 16) if len({i[:k] for i in ids}) == len(ids))  # the shortest unique prefix
+    target = ids[0]
+    r = cli_db("ack", target[:k] + "_", "--note", "prefix with a wildcard")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[:2] == ["acknowledged", f"{target}:"]
+
+
 def test_acknowledged_new_source_becomes_authorized(detected: Detected, world_copy: Path) -> None:
     esp = next(a for a in detected.anomalies if a.kind == "new_source" and a.domain == "newesp.example")
     from dmarclens.query.anomalies import acknowledge

@@ -94,6 +94,22 @@ def test_implicit_tls_with_ca_file_and_human_summary(imap_account: ImapAccount, 
     assert count(imap_account, ARCHIVE) == 3
 
 
+def test_a_quiet_fetch_still_says_when_traffic_classes_were_not_updated(
+        imap_account: ImapAccount, tmp_path: Path) -> None:
+    """-q keeps a cron job's stderr to what needs a person; a classification that did not
+    happen (the reports are stored) is one of those, as it is for `dmarclens ingest`."""
+    fill_simple(imap_account, 2)
+    db = tmp_path / "r.duckdb"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[identity]\nhistory_days = 0\n")
+
+    res = run_fetch(imap_account, db, "--config", str(bad), global_args=("-q",))
+
+    assert res.returncode == 0, res.stderr
+    assert "warning: traffic classes not updated" in res.stderr
+    assert stored_report_ids(db) == ["r0", "r1"]
+
+
 def test_dry_run_reads_and_parses_but_stores_and_moves_nothing(imap_account: ImapAccount, tmp_path: Path) -> None:
     fill_simple(imap_account, 2)
     imap_account.server.append(imap_account.user, "INBOX", b"Subject: hi\r\nFrom: a@b.example\r\n\r\nhello\r\n")

@@ -1,6 +1,6 @@
 """Typed settings for `dmarclens fetch`: one ``ImapSettings`` per mailbox.
 
-Kept apart from ``config.py`` because the IMAP keys are many and only `fetch`
+Kept apart from ``core/config.py`` because the IMAP keys are many and only `fetch`
 needs them. Precedence is the project's usual one, per key:
 CLI flag > environment (``DMARCLENS_IMAP_<KEY>``) > config file > default.
 
