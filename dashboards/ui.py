@@ -3,7 +3,7 @@
 Three rules live here so pages cannot get them wrong:
 
 * **Never hold DuckDB.** :func:`fetch` opens the file read-only, runs the page's
-  queries, and closes it before anything is drawn (DESIGN.md §3: a cron ingest
+  queries, and closes it before anything is drawn (docs/design.md §3: a cron ingest
   must never wait on an open dashboard). Results are cached by the file's
   modification stamp, so a rerun after an ingest sees the new data and a rerun
   without one costs nothing.

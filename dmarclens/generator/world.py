@@ -301,7 +301,7 @@ def default_domains() -> tuple[DomainSpec, ...]:
 
 
 def default_reporters() -> tuple[Reporter, ...]:
-    """Receivers whose habits mimic the real ones described in REPORTERS.md."""
+    """Receivers whose habits mimic real receivers (Google, Microsoft, Yahoo, Mimecast ...)."""
     return (
         Reporter(
             key="google",

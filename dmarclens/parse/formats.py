@@ -67,7 +67,7 @@ def prepare_aggregate_xml(xml: bigfile.Buffer, *, fallback_org: str | None = Non
     """Clean-ups applied before either parser sees the XML."""
     if fallback_org and re.search(rb"<org_name>\s*</org_name>|<org_name\s*/>", xml[:8192]):
         # Some receivers leave org_name empty; the report mail's sender domain
-        # is the best stand-in (REPORTERS.md). parsedmarc would use the email.
+        # is the best stand-in. parsedmarc would use the email.
         xml = re.sub(rb"<org_name>\s*</org_name>|<org_name\s*/>",
                      b"<org_name>" + fallback_org.encode() + b"</org_name>", xml, count=1)
     # An empty <reason/> carries nothing, but parsedmarc drops the whole record

@@ -1,6 +1,6 @@
 """Report mail → the report payloads inside it.
 
-Receivers wrap reports every which way (REPORTERS.md): xml/gz/zip attachments
+Receivers wrap reports every which way: xml/gz/zip attachments
 with honest or dishonest content types, inline XML bodies, a whole body that
 is the gzip, forwarded ``message/rfc822`` parts, several reports per mail.
 This walks the MIME tree and yields each candidate payload; deciding whether a

@@ -2,7 +2,7 @@
 
 Why Debian's Chromium: ``playwright install`` downloads a browser from a CDN
 that CI cannot reach, so we point Playwright at ``/usr/lib/chromium/chromium``
-from the ``chromium`` apt package (see /work/shared/TESTING.md). The flags
+from the ``chromium`` apt package (scripts/install-test-deps.sh installs it). The flags
 switch off every background network call so tests stay offline and quiet.
 """
 

@@ -7,9 +7,9 @@ IDLE, STARTTLS and implicit TLS, SASL XOAUTH2), not against our assumptions.
 The server is fully self-contained: a config, certificate, passwd file and
 maildirs live in one temporary directory, nothing under /etc is touched, and
 the process runs in the foreground (``dovecot -F``) in its own session so it
-can always be killed as a group. See /work/shared/TESTING.md for the facts
-this is built on (root vs non-root users, SIGTERM taking ~1 s, IMAPS sending
-no greeting before the TLS handshake).
+can always be killed as a group. It is built on these facts of Dovecot 2.3:
+as root, login processes refuse root (so mail runs as the dovecot user),
+SIGTERM takes ~1 s, and IMAPS sends no greeting before the TLS handshake.
 """
 
 from __future__ import annotations
